@@ -1,0 +1,5 @@
+import sys
+
+from omnivis.cli import main
+
+sys.exit(main())

@@ -1,0 +1,501 @@
+"""Greedy and beam-search decoding that picks, token for token, what transformers' `generate` picks.
+
+The decoder is driven through two callables, so this module knows nothing about the model:
+
+- `step(last_tokens, state) -> (logits, state)`: `last_tokens` is a `(rows, 1)` LongTensor, `logits` the
+  `(rows, vocab)` scores of the next token, and the new state holds a cache extended by one position;
+- `select(state, row_index) -> state`: keeps the rows of `state` at `row_index`. It is called once to repeat each
+  batch row `num_beams` times (interleaved, as `torch.repeat_interleave` does) and then before every beam step to
+  reorder the beams' caches.
+
+Every decision mirrors transformers 5.23 (`GenerationMixin._sample` with `do_sample=False`, `_beam_search`, the
+n-gram / forced-BOS / forced-EOS logits processors, applied in that order, and the max-length and EOS stopping
+criteria): the same float32 arithmetic, the same `torch.topk` calls on tensors of the same layout (so ties break the
+same way), the same `-1e9` penalties, and the same length penalty, computed from the number of generated tokens.
+
+A word of warning on `no_repeat_ngram_size`: Florence-2 checkpoints ship with 3, which forbids any 3 tokens from
+appearing twice in one answer. That is harmless for captions, but OCR text and the `<loc_k>` coordinate tokens of
+detection / OCR-with-region outputs repeat legitimately, so long structured answers get bent into wrong tokens.
+Set it to 0 for those tasks when you do not need to match the reference implementation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from omnivis.errors import CheckpointError, InputError
+
+State = TypeVar("State")
+StepFn = Callable[[torch.Tensor, State], tuple[torch.Tensor, State]]
+SelectFn = Callable[[State, torch.Tensor], State]
+
+# transformers generates 20 new tokens when neither max_length nor max_new_tokens is set.
+_DEFAULT_MAX_NEW_TOKENS = 20
+# The score transformers gives to beams that must never be picked (and to the empty finished-beam slots).
+_EXCLUDED = -1.0e9
+
+# transformers options that would change greedy / beam-search results but that omnivis does not implement, with
+# the values under which they do nothing. A checkpoint that sets anything else is refused rather than half-obeyed.
+_INERT_OPTIONS: dict[str, tuple[Any, ...]] = {
+    **dict.fromkeys(("num_return_sequences", "num_beam_groups", "repetition_penalty"), (None, 1)),
+    **dict.fromkeys(("encoder_repetition_penalty", "guidance_scale"), (None, 1)),
+    **dict.fromkeys(("min_length", "min_new_tokens", "encoder_no_repeat_ngram_size", "diversity_penalty"), (None, 0)),
+    **dict.fromkeys(("renormalize_logits", "remove_invalid_values"), (None, False)),
+    **dict.fromkeys(("bad_words_ids", "suppress_tokens", "begin_suppress_tokens", "sequence_bias"), (None,)),
+    **dict.fromkeys(("exponential_decay_length_penalty", "forced_decoder_ids", "stop_strings"), (None,)),
+}
+# Where transformers looks, in this order, for generation options nested in an old checkpoint's config.json.
+_NESTED_TEXT_CONFIGS = ("decoder", "generator", "text_config")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How to decode: greedy (`num_beams == 1`) or beam search, each field meaning what it means in transformers.
+
+    Attributes:
+        max_new_tokens: Most tokens generated after the decoder start token.
+        num_beams: Beams kept per input; 1 means greedy decoding.
+        do_sample: Must be False: sampling is not implemented.
+        early_stopping: Beam search only. True stops a row once it has `num_beams` finished hypotheses; False stops
+            when the best running beam, scored at its current length, cannot beat the worst finished one;
+            "never" scores it at the longest possible length instead (when `length_penalty > 0`).
+        length_penalty: Finished beams rank by sum of log-probabilities / generated_length ** length_penalty.
+        no_repeat_ngram_size: If > 0, no n-gram of this size may occur twice in a sequence (see module docstring).
+        decoder_start_token_id: First decoder token; falls back to `bos_token_id`.
+        bos_token_id: Beginning-of-sequence token, only used as the fallback start token.
+        eos_token_id: Token (or tuple of tokens) that ends a sequence.
+        pad_token_id: Fills finished rows; falls back to the first EOS token.
+        forced_bos_token_id: If set, the first generated token.
+        forced_eos_token_id: If set, forced as the `max_new_tokens`-th generated token.
+    """
+
+    max_new_tokens: int = _DEFAULT_MAX_NEW_TOKENS
+    num_beams: int = 1
+    do_sample: bool = False
+    early_stopping: bool | str = False
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    decoder_start_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | tuple[int, ...] | None = None
+    pad_token_id: int | None = None
+    forced_bos_token_id: int | None = None
+    forced_eos_token_id: int | tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("eos_token_id", "forced_eos_token_id"):
+            if isinstance(getattr(self, name), list):  # JSON gives lists; a tuple keeps the config hashable
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks every field.
+
+        Raises:
+            InputError: A field has a value transformers would refuse, or one omnivis does not implement.
+        """
+        _check_integer("max_new_tokens", self.max_new_tokens, minimum=1)
+        _check_integer("num_beams", self.num_beams, minimum=1)
+        _check_integer("no_repeat_ngram_size", self.no_repeat_ngram_size, minimum=0)
+        if self.do_sample is not False:
+            raise InputError(f"do_sample={self.do_sample!r} is not supported: only greedy and beam search are")
+        if not (isinstance(self.early_stopping, bool) or self.early_stopping == "never"):
+            raise InputError(f"early_stopping must be True, False or 'never', got {self.early_stopping!r}")
+        penalty = self.length_penalty
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not math.isfinite(penalty):
+            raise InputError(f"length_penalty must be a finite number, got {penalty!r}")
+        for name in ("decoder_start_token_id", "bos_token_id", "pad_token_id", "forced_bos_token_id"):
+            if getattr(self, name) is not None:
+                _check_integer(name, getattr(self, name), minimum=0)
+        for name in ("eos_token_id", "forced_eos_token_id"):
+            token_ids = getattr(self, name)
+            if token_ids == ():
+                raise InputError(f"{name} must not be an empty list")
+            for token_id in _as_tuple(token_ids):
+                _check_integer(name, token_id, minimum=0)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], fallback: Mapping[str, Any] | None = None) -> GenerationConfig:
+        """Reads the options of a `generation_config.json`; absent or null ones keep transformers' defaults.
+
+        `max_length`, which counts the decoder start token, becomes `max_new_tokens = max_length - 1` unless
+        `max_new_tokens` is given too (transformers gives it precedence).
+
+        Args:
+            values: The options.
+            fallback: Options used where `values` has none, e.g. the `text_config` of an old checkpoint's
+                config.json, where Florence-2 keeps `num_beams`, `no_repeat_ngram_size`, the forced tokens...
+
+        Raises:
+            InputError: A value is invalid, or an option omnivis does not implement is set to an active value.
+        """
+        merged = {name: value for name, value in (fallback or {}).items() if value is not None}
+        merged.update((name, value) for name, value in values.items() if value is not None)
+        for name, inert_values in _INERT_OPTIONS.items():
+            if name in merged and merged[name] not in inert_values:
+                raise InputError(f"generation option {name}={merged[name]!r} is not supported by omnivis")
+        options = {field.name: merged[field.name] for field in fields(cls) if field.name in merged}
+        if "max_new_tokens" not in options and "max_length" in merged:
+            _check_integer("max_length", merged["max_length"], minimum=2)
+            options["max_new_tokens"] = merged["max_length"] - 1
+        return cls(**options)
+
+    @classmethod
+    def from_model_config(cls, values: Mapping[str, Any]) -> GenerationConfig:
+        """Reads generation options from a model's `config.json`, for checkpoints without `generation_config.json`.
+
+        As transformers does, top-level options win over those of the first nested "decoder", "generator" or
+        "text_config" section.
+        """
+        nested = next((values[name] for name in _NESTED_TEXT_CONFIGS if values.get(name)), {})
+        if not isinstance(nested, Mapping):
+            raise InputError("the nested text configuration of a model config must be a JSON object")
+        return cls.from_dict(values, fallback=nested)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> GenerationConfig:
+        """Reads a `generation_config.json` file.
+
+        Raises:
+            CheckpointError: The file is missing or does not hold a JSON object.
+        """
+        path = Path(path)
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise CheckpointError(f"cannot read generation config {path}: {error}") from None
+        if not isinstance(values, dict):
+            raise CheckpointError(f"{path} must hold a JSON object, not {type(values).__name__}")
+        return cls.from_dict(values)
+
+    @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        """The EOS tokens as a tuple, empty when none is set."""
+        return _as_tuple(self.eos_token_id)
+
+
+@dataclass(frozen=True)
+class GenerationOutput:
+    """What `generate` returns.
+
+    Attributes:
+        sequences: `(batch, length)` tokens, starting with the decoder start token and padded after EOS.
+        token_scores: `(batch, length - 1)` log-probability of each generated token (0 on padding), or None when
+            not requested. Beam search: the processed log-softmax the beam search ranked the token with (transformers'
+            `compute_transition_scores(..., normalize_logits=False)`); greedy: the log-softmax of the processed
+            logits (`normalize_logits=True`).
+    """
+
+    sequences: torch.Tensor
+    token_scores: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class _Decoding:
+    """A config resolved for one search: special tokens with transformers' fallbacks, lengths, device."""
+
+    start: int
+    eos_ids: tuple[int, ...]
+    eos: torch.Tensor | None  # (eos_count,) on `device`, None when no EOS token is set
+    pad: int | None
+    max_length: int  # start token included
+    config: GenerationConfig
+    device: torch.device
+
+    @classmethod
+    def resolve(cls, config: GenerationConfig, device: torch.device) -> _Decoding:
+        start = config.decoder_start_token_id if config.decoder_start_token_id is not None else config.bos_token_id
+        if start is None:
+            raise InputError("generation needs decoder_start_token_id (or bos_token_id) to start the decoder")
+        eos_ids = config.eos_token_ids
+        eos = torch.tensor(eos_ids, dtype=torch.long, device=device) if eos_ids else None
+        pad = config.pad_token_id if config.pad_token_id is not None else (eos_ids[0] if eos_ids else None)
+        return cls(start, eos_ids, eos, pad, config.max_new_tokens + 1, config, device)
+
+    def process(self, sequences: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Applies transformers' logits processors, in its order: n-gram ban, forced BOS, forced EOS.
+
+        Args:
+            sequences: `(rows, length)` tokens so far, start token included.
+            scores: `(rows, vocab)` next-token scores.
+        """
+        length = sequences.shape[1]
+        scores = ban_repeated_ngrams(sequences, scores, self.config.no_repeat_ngram_size)
+        if self.config.forced_bos_token_id is not None and length == 1:
+            scores = _force_tokens(scores, (self.config.forced_bos_token_id,))
+        if self.config.forced_eos_token_id is not None and length == self.max_length - 1:
+            scores = _force_tokens(scores, _as_tuple(self.config.forced_eos_token_id))
+        return scores
+
+
+def ban_repeated_ngrams(sequences: torch.Tensor, scores: torch.Tensor, ngram_size: int) -> torch.Tensor:
+    """Sets to -inf the score of every token that would complete an n-gram already present in its row.
+
+    Args:
+        sequences: `(rows, length)` tokens so far.
+        scores: `(rows, vocab)` next-token scores.
+        ngram_size: n; 0 disables the ban.
+
+    Returns:
+        A new `(rows, vocab)` tensor, or `scores` itself when nothing can be banned yet.
+    """
+    rows, length = sequences.shape
+    if ngram_size <= 0 or length < ngram_size:
+        return scores
+    vocab_size = scores.shape[1]
+    windows = sequences.unfold(1, ngram_size, 1)  # (rows, windows, ngram_size)
+    last_tokens = sequences[:, length - ngram_size + 1 :]  # (rows, ngram_size - 1)
+    repeats_suffix = (windows[:, :, :-1] == last_tokens[:, None, :]).all(dim=2)  # (rows, windows)
+    # Windows that do not end like the sequence, and tokens the scores have no column for, point at one spare column.
+    spare_column = vocab_size
+    banned_columns = torch.where(repeats_suffix, windows[:, :, -1].clamp(max=spare_column), spare_column)
+    banned = torch.zeros((rows, vocab_size + 1), dtype=torch.bool, device=scores.device)
+    banned.scatter_(1, banned_columns, True)  # (rows, vocab + 1)
+    return scores.masked_fill(banned[:, :vocab_size], -math.inf)
+
+
+@torch.no_grad()
+def generate(
+    step: StepFn[State],
+    select: SelectFn[State],
+    state: State,
+    batch_size: int,
+    config: GenerationConfig,
+    *,
+    device: torch.device | str = "cpu",
+    return_scores: bool = False,
+) -> GenerationOutput:
+    """Decodes `batch_size` sequences greedily or by beam search, as transformers' `generate` does.
+
+    Args:
+        step: Runs the decoder on the last tokens, see the module docstring.
+        select: Keeps state rows by index, see the module docstring. Unused by greedy decoding.
+        state: The model's state for `batch_size` rows (encoder output, attention mask, empty cache).
+        batch_size: Number of inputs.
+        config: Decoding options.
+        device: The model's device, where every tensor of the search is kept.
+        return_scores: Also return each generated token's log-probability (one more tensor per beam).
+
+    Returns:
+        The sequences, and their token scores when asked.
+
+    Raises:
+        InputError: `batch_size` is not a positive integer, or no start token is configured.
+    """
+    _check_integer("batch_size", batch_size, minimum=1)
+    decoding = _Decoding.resolve(config, torch.device(device))
+    if config.num_beams == 1:
+        return _greedy_search(step, state, batch_size, decoding, return_scores)
+    return _beam_search(step, select, state, batch_size, decoding, return_scores)
+
+
+def _greedy_search(
+    step: StepFn[State], state: State, batch_size: int, decoding: _Decoding, return_scores: bool
+) -> GenerationOutput:
+    """Greedy decoding: each row takes its best token until EOS, then padding, until every row is done."""
+    device, max_length = decoding.device, decoding.max_length
+    sequences = torch.full((batch_size, max_length), decoding.start, dtype=torch.long, device=device)
+    token_scores = torch.zeros((batch_size, max_length - 1), device=device) if return_scores else None
+    unfinished = torch.ones(batch_size, dtype=torch.bool, device=device)  # (batch,)
+    length = 1
+    while True:
+        logits, state = step(sequences[:, length - 1 : length], state)
+        scores = decoding.process(sequences[:, :length], logits.float())  # (batch, vocab)
+        next_tokens = scores.argmax(dim=-1)  # (batch,)
+        if decoding.eos is not None:
+            # transformers pads finished rows only when an EOS token is configured.
+            next_tokens = torch.where(unfinished, next_tokens, decoding.pad)
+        if token_scores is not None:
+            chosen = torch.log_softmax(scores, dim=-1).gather(1, next_tokens[:, None]).squeeze(1)  # (batch,)
+            token_scores[:, length - 1] = torch.where(unfinished, chosen, 0.0)
+        sequences[:, length] = next_tokens
+        length += 1
+        if decoding.eos is not None:
+            unfinished &= ~torch.isin(next_tokens, decoding.eos)
+        if length >= max_length or not bool(unfinished.any()):
+            break
+    scores_out = None if token_scores is None else token_scores[:, : length - 1]
+    return GenerationOutput(sequences=sequences[:, :length], token_scores=scores_out)
+
+
+@dataclass(frozen=True)
+class _Beams:
+    """Hypotheses, several per batch row, and what is known of each."""
+
+    sequences: torch.Tensor  # (batch, hypotheses, max_length)
+    source_rows: torch.Tensor  # (batch, hypotheses, max_new_tokens): flat beam row of each step, -1 if none
+    token_scores: torch.Tensor | None  # (batch, hypotheses, max_new_tokens)
+    scores: torch.Tensor  # (batch, hypotheses)
+    done: torch.Tensor  # (batch, hypotheses) bool: ended (candidates) or slot filled (finished hypotheses)
+
+    def take(self, index: torch.Tensor) -> _Beams:
+        """The hypotheses at `index` `(batch, chosen)` along each row."""
+        return _Beams(*(_take_along_beams(tensor, index) for tensor in _fields_of(self)))
+
+    def followed_by(self, other: _Beams) -> _Beams:
+        """These hypotheses, then `other`'s, along each row."""
+        pairs = zip(_fields_of(self), _fields_of(other))
+        return _Beams(*(None if mine is None else torch.cat((mine, theirs), dim=1) for mine, theirs in pairs))
+
+
+def _beam_search(
+    step: StepFn[State],
+    select: SelectFn[State],
+    state: State,
+    batch_size: int,
+    decoding: _Decoding,
+    return_scores: bool,
+) -> GenerationOutput:
+    """Beam search, step for step as transformers' `_beam_search`."""
+    num_beams, device = decoding.config.num_beams, decoding.device
+    running = _initial_beams(batch_size, decoding, return_scores)
+    # The finished slots start empty, at the excluded score.
+    finished = replace(running, scores=torch.full_like(running.scores, _EXCLUDED))
+    improvable = torch.ones((batch_size, 1), dtype=torch.bool, device=device)
+    state = select(state, torch.arange(batch_size, device=device).repeat_interleave(num_beams))
+    length = 1
+    while True:
+        flat_sequences = running.sequences.view(batch_size * num_beams, decoding.max_length)
+        logits, state = step(flat_sequences[:, length - 1 : length], state)
+        log_probs = decoding.process(flat_sequences[:, :length], torch.log_softmax(logits.float(), dim=-1))
+        candidates = _expand(running, log_probs, length, decoding)
+        # Candidates that ended cannot continue: push them below every live one.
+        live = replace(candidates, scores=candidates.scores + candidates.done.float() * _EXCLUDED)
+        running = live.take(torch.topk(live.scores, k=num_beams)[1])
+        finished = _keep_finished(finished, candidates, improvable, length, decoding.config)
+        length += 1
+        improvable = _still_improvable(improvable, running, finished, length, decoding)
+        all_full = finished.done.all() & (decoding.config.early_stopping is True)
+        if not bool(improvable.any() & ~all_full & ~candidates.done.all()):
+            break
+        state = select(state, running.source_rows[:, :, length - 2].reshape(-1))
+    return _best_hypotheses(finished)
+
+
+def _initial_beams(batch_size: int, decoding: _Decoding, return_scores: bool) -> _Beams:
+    """`num_beams` copies of the start token per row; only the first is alive, so step one has no duplicates."""
+    num_beams, max_length, device = decoding.config.num_beams, decoding.max_length, decoding.device
+    # transformers pads beam outputs with the pad token, but with the first EOS when the pad token is 0 (falsy).
+    fill = (decoding.pad or decoding.eos_ids[0]) if decoding.eos_ids else -1
+    sequences = torch.full((batch_size, num_beams, max_length), fill, dtype=torch.long, device=device)
+    sequences[:, :, 0] = decoding.start
+    source_rows = torch.full((batch_size, num_beams, max_length - 1), -1, dtype=torch.long, device=device)
+    token_scores = torch.zeros((batch_size, num_beams, max_length - 1), device=device) if return_scores else None
+    scores = torch.zeros((batch_size, num_beams), device=device)
+    scores[:, 1:] = _EXCLUDED
+    done = torch.zeros((batch_size, num_beams), dtype=torch.bool, device=device)
+    return _Beams(sequences, source_rows, token_scores, scores, done)
+
+
+def _expand(running: _Beams, log_probs: torch.Tensor, length: int, decoding: _Decoding) -> _Beams:
+    """Each row's best continuations over all its beams, scored by summed log-probability.
+
+    Keeps enough of them (twice num_beams, more with several EOS tokens) that num_beams do not end.
+    `log_probs` are the processed `(rows, vocab)` next-token log-probabilities; `length` counts the tokens so
+    far, start token included.
+    """
+    batch_size, num_beams = running.scores.shape
+    vocab_size = log_probs.shape[-1]
+    flat_log_probs = log_probs.view(batch_size, num_beams * vocab_size)
+    accumulated = (log_probs.view(batch_size, num_beams, vocab_size) + running.scores[:, :, None]).view_as(
+        flat_log_probs
+    )
+    kept = max(2, 1 + len(decoding.eos_ids)) * num_beams
+    top_scores, top_indices = torch.topk(accumulated, k=kept)  # (batch, kept)
+    beams, new_tokens = top_indices // vocab_size, top_indices % vocab_size
+    candidates = running.take(beams)
+    candidates.sequences[:, :, length] = new_tokens
+    row_offsets = torch.arange(batch_size, device=beams.device)[:, None] * num_beams
+    candidates.source_rows[:, :, length - 1] = beams + row_offsets
+    if candidates.token_scores is not None:
+        candidates.token_scores[:, :, length - 1] = flat_log_probs.gather(1, top_indices)
+    ends = torch.full_like(new_tokens, length + 1 >= decoding.max_length, dtype=torch.bool)
+    if decoding.eos is not None:
+        ends |= torch.isin(new_tokens, decoding.eos)
+    return replace(candidates, scores=top_scores, done=ends)
+
+
+def _keep_finished(
+    finished: _Beams, candidates: _Beams, improvable: torch.Tensor, length: int, config: GenerationConfig
+) -> _Beams:
+    """Merges the candidates that just ended into each row's best `num_beams` finished hypotheses."""
+    num_beams = finished.scores.shape[1]
+    # Only the top num_beams candidates may finish; the others only back up the running beams.
+    just_finished = candidates.done.clone()
+    just_finished[:, num_beams:] = False
+    # The exclusions are added one at a time, as transformers does, so that float32 rounds the same way.
+    ranked = candidates.scores / (float(length) ** config.length_penalty)
+    row_is_full = finished.done.all(dim=1, keepdim=True) & (config.early_stopping is True)  # (batch, 1)
+    ranked = ranked + row_is_full.float() * _EXCLUDED
+    ranked = ranked + (~improvable).float() * _EXCLUDED
+    ranked = ranked + (~just_finished).float() * _EXCLUDED
+    merged = finished.followed_by(replace(candidates, scores=ranked, done=just_finished))
+    return merged.take(torch.topk(merged.scores, k=num_beams)[1])
+
+
+def _still_improvable(
+    improvable: torch.Tensor, running: _Beams, finished: _Beams, length: int, decoding: _Decoding
+) -> torch.Tensor:
+    """Rows whose best running beam may still beat their worst finished hypothesis, `(batch, 1)`.
+
+    Once a row cannot improve it stays so: transformers' early-stopping heuristic.
+    """
+    config = decoding.config
+    if config.early_stopping == "never" and config.length_penalty > 0.0:
+        hoped_length = decoding.max_length - 1
+    else:
+        hoped_length = length - 1
+    best_running = running.scores[:, :1] / (hoped_length**config.length_penalty)  # (batch, 1)
+    worst_finished = finished.scores.min(dim=1, keepdim=True)[0]  # (batch, 1)
+    # An empty finished slot counts as the excluded score, which any real beam beats.
+    worst_finished = torch.where(finished.done, worst_finished, _EXCLUDED)  # (batch, num_beams)
+    return improvable & (best_running > worst_finished).any(dim=-1, keepdim=True)
+
+
+def _best_hypotheses(finished: _Beams) -> GenerationOutput:
+    """Each row's best finished hypothesis, cut to the longest of them."""
+    source_rows = finished.source_rows[:, 0]  # (batch, max_new_tokens)
+    generated = source_rows >= 0
+    generated_length = int(generated.sum(dim=1).max())
+    sequences = finished.sequences[:, 0, : 1 + generated_length]
+    token_scores = None
+    if finished.token_scores is not None:
+        token_scores = torch.where(generated, finished.token_scores[:, 0], 0.0)[:, :generated_length]
+    return GenerationOutput(sequences=sequences, token_scores=token_scores)
+
+
+def _force_tokens(scores: torch.Tensor, token_ids: tuple[int, ...]) -> torch.Tensor:
+    """Scores that allow only `token_ids` (score 0), everything else -inf."""
+    forced = torch.full_like(scores, -math.inf)
+    forced[:, list(token_ids)] = 0.0
+    return forced
+
+
+def _fields_of(beams: _Beams) -> tuple[torch.Tensor | None, ...]:
+    return tuple(getattr(beams, field.name) for field in fields(beams))
+
+
+def _take_along_beams(tensor: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
+    """`tensor[b, index[b, i], ...]` for a `(batch, hypotheses, ...)` tensor and a `(batch, chosen)` index."""
+    if tensor is None:
+        return None
+    expanded = index.view(*index.shape, *[1] * (tensor.dim() - 2)).expand(-1, -1, *tensor.shape[2:])
+    return tensor.gather(1, expanded)
+
+
+def _as_tuple(token_ids: int | tuple[int, ...] | None) -> tuple[int, ...]:
+    if token_ids is None:
+        return ()
+    return tuple(token_ids) if isinstance(token_ids, (tuple, list)) else (token_ids,)
+
+
+def _check_integer(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
