@@ -91,7 +91,7 @@ def main() -> None:
     inputs = processor(text=[task] * args.batch, images=images, return_tensors="pt").to(args.device)
     inputs["pixel_values"] = inputs["pixel_values"].to(DTYPES[args.dtype])
     pixels = inputs["pixel_values"]
-    config = ours._generation_config(num_beams=1, max_new_tokens=args.tokens)
+    config = ours.generation_config(num_beams=1, max_new_tokens=args.tokens)
     prompts = [TASKS[task].prompt] * args.batch
 
     def reference_generate() -> torch.Tensor:

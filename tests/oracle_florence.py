@@ -68,9 +68,18 @@ class Reference:
 
 
 def build_reference(
-    directory: Path, vision: dict[str, Any], text: dict[str, Any], image_size: int = 768, seed: int = 0
+    directory: Path,
+    vision: dict[str, Any],
+    text: dict[str, Any],
+    image_size: int = 768,
+    seed: int = 0,
+    vocab_rows: int | None = None,
 ) -> Reference:
-    """A random reference model + processor saved to `directory` in the transformers-native layout."""
+    """A random reference model + processor saved to `directory` in the transformers-native layout.
+
+    `vocab_rows` sizes the embedding table (51328 is the official native one); rows past the stand-in
+    tokenizer's vocabulary are zero, so they are never generated.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = make_florence_tokenizer(directory, layout="native")
     grid = -(-image_size // 32)
@@ -88,7 +97,7 @@ def build_reference(
         tokenizer=tokenizer,
         post_processor_config=POST_PROCESSOR_CONFIG,
     )
-    vocab = -(-len(tokenizer) // 64) * 64  # the native checkpoints pad the vocabulary to a multiple of 64
+    vocab = vocab_rows or -(-len(tokenizer) // 64) * 64  # native checkpoints pad the vocabulary to a multiple of 64
     bart = BartConfig(
         vocab_size=vocab, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
         forced_bos_token_id=0, forced_eos_token_id=2, **text,
@@ -137,6 +146,11 @@ def write_remote_code_layout(reference: Reference, directory: Path) -> Path:
     config = reference.model.config
     vision, text = config.vision_config, config.text_config.to_dict()
     text["vocab_size"] = remote["language_model.model.shared.weight"].shape[0]
+    # The original config.json keeps the decoding settings in its text_config (there is no generation_config.json).
+    text.update(
+        num_beams=3, no_repeat_ngram_size=3, early_stopping=True, bos_token_id=0, eos_token_id=2, pad_token_id=1,
+        decoder_start_token_id=2, forced_bos_token_id=0, forced_eos_token_id=2,
+    )  # fmt: skip
     original = {
         "model_type": "florence2",
         "architectures": ["Florence2ForConditionalGeneration"],

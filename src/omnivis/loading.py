@@ -113,7 +113,7 @@ def _load_directory(directory: Path) -> Predictor:
         model_config = checkpoint.config_from_official(config, processing.size, vocab_size)
     model = Florence2(model_config)
     checkpoint.load_state_into(model, state, str(weights_file))
-    generation = _generation_config(directory, config)
+    generation = _generation_config(directory, config, tokenizer)
     return Predictor(model, tokenizer, generation, processing, _parse_config(directory))
 
 
@@ -124,11 +124,20 @@ def _vocabulary_rows(state: dict[str, torch.Tensor]) -> int:
     raise CheckpointError("no token embedding found in the checkpoint")
 
 
-def _generation_config(directory: Path, config: dict[str, Any]) -> GenerationConfig:
+def _generation_config(directory: Path, config: dict[str, Any], tokenizer: Tokenizer) -> GenerationConfig:
+    """generation_config.json when present (as transformers does); else the decoding options of config.json
+    (the original layout keeps them in its text_config), with the tokenizer's special ids where it has none."""
     path = directory / "generation_config.json"
     if path.exists():
-        return GenerationConfig.from_dict(checkpoint.read_json(path), fallback=config.get("text_config", {}))
-    return GenerationConfig.from_dict({}, fallback=config.get("text_config", config))
+        return GenerationConfig.from_dict(checkpoint.read_json(path))
+    token_ids = {
+        "decoder_start_token_id": tokenizer.eos_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    text_config = config.get("text_config") or {}
+    return GenerationConfig.from_dict({**token_ids, **text_config, **config}, fallback=None)
 
 
 def _image_processing(directory: Path) -> ImageProcessing:

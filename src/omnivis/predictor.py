@@ -53,8 +53,8 @@ class Predictor:
         image: ImageSource,
         task: str = "<CAPTION>",
         text: str | Region | None = None,
-        num_beams: int | None = None,
-        max_new_tokens: int | None = None,
+        num_beams: int | None = 3,
+        max_new_tokens: int | None = 1024,
         return_scores: bool = False,
     ) -> dict[str, Any]:
         """Answers one task on one image.
@@ -64,8 +64,8 @@ class Predictor:
             task: a task prompt such as "<OD>" (see `tasks()`), or any free text.
             text: the task's input: a phrase, a question, or for region tasks a pixel box (x0, y0, x1, y1)
                 or a "<loc_..>" string.
-            num_beams: beam width; defaults to the checkpoint's generation config (3 for the official ones).
-            max_new_tokens: longest answer, in tokens; defaults to the generation config.
+            num_beams: beam width (3, as the official examples use); None takes the checkpoint's generation config.
+            max_new_tokens: longest answer, in tokens; None takes the checkpoint's generation config.
             return_scores: add per-box `scores` (geometric-mean probability of each box's location tokens).
 
         Returns:
@@ -78,8 +78,8 @@ class Predictor:
         images: Sequence[ImageSource],
         task: str = "<CAPTION>",
         texts: Sequence[str | Region | None] | None = None,
-        num_beams: int | None = None,
-        max_new_tokens: int | None = None,
+        num_beams: int | None = 3,
+        max_new_tokens: int | None = 1024,
         return_scores: bool = False,
     ) -> list[dict[str, Any]]:
         """`run` over a batch of images that share a task; `texts` gives each image its own input."""
@@ -93,7 +93,7 @@ class Predictor:
             build_prompt(task, None if texts is None else texts[index], image_size=sizes[index])
             for index in range(len(pictures))
         ]
-        config = self._generation_config(num_beams, max_new_tokens)
+        config = self.generation_config(num_beams, max_new_tokens)
         sequences, scores = self.generate_ids(pictures, prompts, config, return_scores)
         return [
             post_process(
@@ -107,7 +107,8 @@ class Predictor:
             for row in range(len(pictures))
         ]
 
-    def _generation_config(self, num_beams: int | None, max_new_tokens: int | None) -> GenerationConfig:
+    def generation_config(self, num_beams: int | None, max_new_tokens: int | None) -> GenerationConfig:
+        """The checkpoint's decoding settings with these overrides (None keeps the checkpoint's), validated."""
         overrides: dict[str, Any] = {}
         if num_beams is not None:
             overrides["num_beams"] = num_beams
@@ -115,10 +116,9 @@ class Predictor:
             overrides["max_new_tokens"] = max_new_tokens
         config = replace(self.generation, **overrides)
         config.validate()
+        # A cap, not a demand: the decoder cannot write past its position table, so shorter tables cap it lower.
         limit = self.model.config.text.max_position_embeddings
-        if config.max_new_tokens > limit:
-            raise InputError(f"max_new_tokens {config.max_new_tokens} exceeds this model's {limit} decoder positions")
-        return config
+        return replace(config, max_new_tokens=min(config.max_new_tokens, limit))
 
     def encode_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids `<s> prompt </s>`, right-padded, and their attention mask: (B, T) each."""

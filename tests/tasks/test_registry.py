@@ -91,10 +91,17 @@ def test_pixel_box_is_quantized(processor) -> None:
 
 
 @pytest.mark.parametrize(
-    "prompt", ["What is in this picture?", "", "  spaced  ", "<FOO>", "<od>", "<CAPTION"]
+    "prompt", ["What is in this picture?", "", "  spaced  ", "<od>", "<CAPTION", "<FOO> and more"]
 )
 def test_free_text_passes_through(processor, prompt: str) -> None:
     assert build_prompt(prompt) == reference_prompt(processor, prompt) == prompt
+
+
+@pytest.mark.parametrize("prompt", ["<FOO>", "<CAPTION_2>", " <DETECT> "])
+def test_a_mistyped_task_token_is_refused_not_passed_through(prompt: str) -> None:
+    # The reference would silently send "<FOO>" to the model as text; a typo deserves an error.
+    with pytest.raises(InputError, match="unknown task"):
+        build_prompt(prompt)
 
 
 def test_reference_quirks(processor) -> None:

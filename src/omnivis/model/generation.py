@@ -1,22 +1,22 @@
-"""Greedy and beam-search decoding that picks, token for token, what transformers' `generate` picks.
+"""Greedy and beam-search search that picks, token for token, what transformers' `generate` picks.
 
 The decoder is driven through two callables, so this module knows nothing about the model:
 
 - `step(last_tokens, state) -> (logits, state)`: `last_tokens` is a `(rows, 1)` LongTensor, `logits` the
-  `(rows, vocab)` scores of the next token, and the new state holds a cache extended by one position;
-- `select(state, row_index) -> state`: keeps the rows of `state` at `row_index`. It is called once to repeat each
-  batch row `num_beams` times (interleaved, as `torch.repeat_interleave` does) and then before every beam step to
-  reorder the beams' caches.
+  `(rows, vocab)` next-token scores, and the new state holds a cache extended by one position;
+- `select(state, row_index) -> state`: keeps the rows of `state` at `row_index`. It is called once to repeat
+  each batch row `num_beams` times (interleaved, like `torch.repeat_interleave`) and then before every beam
+  step to reorder the beams' caches.
 
-Every decision mirrors transformers 5.23 (`GenerationMixin._sample` with `do_sample=False`, `_beam_search`, the
-n-gram / forced-BOS / forced-EOS logits processors, applied in that order, and the max-length and EOS stopping
-criteria): the same float32 arithmetic, the same `torch.topk` calls on tensors of the same layout (so ties break the
-same way), the same `-1e9` penalties, and the same length penalty, computed from the number of generated tokens.
+Every decision mirrors transformers 5.23 (`_sample` without sampling, `_beam_search`, the n-gram, forced-BOS
+and forced-EOS logits processors in that order, the max-length and EOS stopping criteria): the same float32
+arithmetic, the same `torch.topk` calls on tensors of the same layout (so ties break the same way), the same
+`-1e9` exclusions, and the same length penalty, computed from the number of generated tokens.
 
-A word of warning on `no_repeat_ngram_size`: Florence-2 checkpoints ship with 3, which forbids any 3 tokens from
-appearing twice in one answer. That is harmless for captions, but OCR text and the `<loc_k>` coordinate tokens of
-detection / OCR-with-region outputs repeat legitimately, so long structured answers get bent into wrong tokens.
-Set it to 0 for those tasks when you do not need to match the reference implementation.
+A warning on `no_repeat_ngram_size`: Florence-2 checkpoints ship with 3, which forbids any 3 tokens from
+appearing twice in one answer. Harmless for captions, but OCR text and the `<loc_k>` coordinates of detection
+or OCR-with-region answers repeat legitimately, so long structured answers get bent into wrong tokens. Set it
+to 0 for those tasks when matching the reference implementation does not matter.
 """
 
 from __future__ import annotations
@@ -41,33 +41,33 @@ _DEFAULT_MAX_NEW_TOKENS = 20
 # The score transformers gives to beams that must never be picked (and to the empty finished-beam slots).
 _EXCLUDED = -1.0e9
 
-# transformers options that would change greedy / beam-search results but that omnivis does not implement, with
-# the values under which they do nothing. A checkpoint that sets anything else is refused rather than half-obeyed.
+# transformers options that would change greedy / beam-search results but that omnivis does not implement,
+# with the values under which they do nothing. A checkpoint setting another value is refused, not half-obeyed.
 _INERT_OPTIONS: dict[str, tuple[Any, ...]] = {
     **dict.fromkeys(("num_return_sequences", "num_beam_groups", "repetition_penalty"), (None, 1)),
     **dict.fromkeys(("encoder_repetition_penalty", "guidance_scale"), (None, 1)),
-    **dict.fromkeys(("min_length", "min_new_tokens", "encoder_no_repeat_ngram_size", "diversity_penalty"), (None, 0)),
+    **dict.fromkeys(
+        ("min_length", "min_new_tokens", "encoder_no_repeat_ngram_size", "diversity_penalty"), (None, 0)
+    ),
     **dict.fromkeys(("renormalize_logits", "remove_invalid_values"), (None, False)),
     **dict.fromkeys(("bad_words_ids", "suppress_tokens", "begin_suppress_tokens", "sequence_bias"), (None,)),
     **dict.fromkeys(("exponential_decay_length_penalty", "forced_decoder_ids", "stop_strings"), (None,)),
 }
-# Where transformers looks, in this order, for generation options nested in an old checkpoint's config.json.
-_NESTED_TEXT_CONFIGS = ("decoder", "generator", "text_config")
 
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    """How to decode: greedy (`num_beams == 1`) or beam search, each field meaning what it means in transformers.
+    """How to decode: greedy (`num_beams == 1`) or beam search; each field means what it does in transformers.
 
     Attributes:
         max_new_tokens: Most tokens generated after the decoder start token.
-        num_beams: Beams kept per input; 1 means greedy decoding.
+        num_beams: Beams kept per input; 1 means greedy search.
         do_sample: Must be False: sampling is not implemented.
-        early_stopping: Beam search only. True stops a row once it has `num_beams` finished hypotheses; False stops
-            when the best running beam, scored at its current length, cannot beat the worst finished one;
-            "never" scores it at the longest possible length instead (when `length_penalty > 0`).
+        early_stopping: Beam search only. True stops a row once it has `num_beams` finished hypotheses; False
+            stops when the best running beam, scored at its current length, cannot beat the worst finished
+            one; "never" scores it at the longest possible length instead (when `length_penalty > 0`).
         length_penalty: Finished beams rank by sum of log-probabilities / generated_length ** length_penalty.
-        no_repeat_ngram_size: If > 0, no n-gram of this size may occur twice in a sequence (see module docstring).
+        no_repeat_ngram_size: If > 0, no n-gram of this size may occur twice (see the module docstring).
         decoder_start_token_id: First decoder token; falls back to `bos_token_id`.
         bos_token_id: Beginning-of-sequence token, only used as the fallback start token.
         eos_token_id: Token (or tuple of tokens) that ends a sequence.
@@ -105,7 +105,7 @@ class GenerationConfig:
         _check_integer("num_beams", self.num_beams, minimum=1)
         _check_integer("no_repeat_ngram_size", self.no_repeat_ngram_size, minimum=0)
         if self.do_sample is not False:
-            raise InputError(f"do_sample={self.do_sample!r} is not supported: only greedy and beam search are")
+            raise InputError(f"do_sample={self.do_sample!r} is not supported, only greedy and beam search")
         if not (isinstance(self.early_stopping, bool) or self.early_stopping == "never"):
             raise InputError(f"early_stopping must be True, False or 'never', got {self.early_stopping!r}")
         penalty = self.length_penalty
@@ -122,16 +122,15 @@ class GenerationConfig:
                 _check_integer(name, token_id, minimum=0)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], fallback: Mapping[str, Any] | None = None) -> GenerationConfig:
+    def from_dict(
+        cls, values: Mapping[str, Any], fallback: Mapping[str, Any] | None = None
+    ) -> GenerationConfig:
         """Reads the options of a `generation_config.json`; absent or null ones keep transformers' defaults.
 
-        `max_length`, which counts the decoder start token, becomes `max_new_tokens = max_length - 1` unless
-        `max_new_tokens` is given too (transformers gives it precedence).
-
-        Args:
-            values: The options.
-            fallback: Options used where `values` has none, e.g. the `text_config` of an old checkpoint's
-                config.json, where Florence-2 keeps `num_beams`, `no_repeat_ngram_size`, the forced tokens...
+        `max_length` (start token included) becomes `max_new_tokens = max_length - 1`, unless `max_new_tokens`
+        is given too: transformers gives it precedence. `fallback` supplies the options `values` lacks, as
+        transformers takes them from the `text_config` of an old checkpoint's config.json (where Florence-2
+        keeps `num_beams`, the forced tokens...) when it has no generation_config.json.
 
         Raises:
             InputError: A value is invalid, or an option omnivis does not implement is set to an active value.
@@ -146,18 +145,6 @@ class GenerationConfig:
             _check_integer("max_length", merged["max_length"], minimum=2)
             options["max_new_tokens"] = merged["max_length"] - 1
         return cls(**options)
-
-    @classmethod
-    def from_model_config(cls, values: Mapping[str, Any]) -> GenerationConfig:
-        """Reads generation options from a model's `config.json`, for checkpoints without `generation_config.json`.
-
-        As transformers does, top-level options win over those of the first nested "decoder", "generator" or
-        "text_config" section.
-        """
-        nested = next((values[name] for name in _NESTED_TEXT_CONFIGS if values.get(name)), {})
-        if not isinstance(nested, Mapping):
-            raise InputError("the nested text configuration of a model config must be a JSON object")
-        return cls.from_dict(values, fallback=nested)
 
     @classmethod
     def from_json(cls, path: str | Path) -> GenerationConfig:
@@ -187,10 +174,10 @@ class GenerationOutput:
 
     Attributes:
         sequences: `(batch, length)` tokens, starting with the decoder start token and padded after EOS.
-        token_scores: `(batch, length - 1)` log-probability of each generated token (0 on padding), or None when
-            not requested. Beam search: the processed log-softmax the beam search ranked the token with (transformers'
-            `compute_transition_scores(..., normalize_logits=False)`); greedy: the log-softmax of the processed
-            logits (`normalize_logits=True`).
+        token_scores: `(batch, length - 1)` log-probability of each generated token (0 on padding), or None
+            when not requested. Beam search: the processed log-softmax the search ranked the token by
+            (transformers' `compute_transition_scores(..., normalize_logits=False)`); greedy: the log-softmax
+            of the processed logits (`normalize_logits=True`).
     """
 
     sequences: torch.Tensor
@@ -198,34 +185,37 @@ class GenerationOutput:
 
 
 @dataclass(frozen=True)
-class _Decoding:
-    """A config resolved for one search: special tokens with transformers' fallbacks, lengths, device."""
+class _Search:
+    """One search's settings: the config, its special tokens resolved with transformers' fallbacks, sizes."""
 
+    config: GenerationConfig
+    batch_size: int
+    return_scores: bool
+    device: torch.device
     start: int
     eos_ids: tuple[int, ...]
     eos: torch.Tensor | None  # (eos_count,) on `device`, None when no EOS token is set
     pad: int | None
     max_length: int  # start token included
-    config: GenerationConfig
-    device: torch.device
 
     @classmethod
-    def resolve(cls, config: GenerationConfig, device: torch.device) -> _Decoding:
-        start = config.decoder_start_token_id if config.decoder_start_token_id is not None else config.bos_token_id
+    def resolve(cls, config: GenerationConfig, batch_size: int, return_scores: bool, device: str) -> _Search:
+        _check_integer("batch_size", batch_size, minimum=1)
+        start = config.decoder_start_token_id
+        start = config.bos_token_id if start is None else start
         if start is None:
             raise InputError("generation needs decoder_start_token_id (or bos_token_id) to start the decoder")
         eos_ids = config.eos_token_ids
         eos = torch.tensor(eos_ids, dtype=torch.long, device=device) if eos_ids else None
         pad = config.pad_token_id if config.pad_token_id is not None else (eos_ids[0] if eos_ids else None)
-        return cls(start, eos_ids, eos, pad, config.max_new_tokens + 1, config, device)
+        max_length = config.max_new_tokens + 1
+        return cls(
+            config, batch_size, return_scores, torch.device(device), start, eos_ids, eos, pad, max_length
+        )
 
     def process(self, sequences: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """Applies transformers' logits processors, in its order: n-gram ban, forced BOS, forced EOS.
-
-        Args:
-            sequences: `(rows, length)` tokens so far, start token included.
-            scores: `(rows, vocab)` next-token scores.
-        """
+        """transformers' processors in its order (n-gram ban, forced BOS, forced EOS) on `(rows, vocab)`
+        scores, given the `(rows, length)` tokens so far."""
         length = sequences.shape[1]
         scores = ban_repeated_ngrams(sequences, scores, self.config.no_repeat_ngram_size)
         if self.config.forced_bos_token_id is not None and length == 1:
@@ -253,7 +243,7 @@ def ban_repeated_ngrams(sequences: torch.Tensor, scores: torch.Tensor, ngram_siz
     windows = sequences.unfold(1, ngram_size, 1)  # (rows, windows, ngram_size)
     last_tokens = sequences[:, length - ngram_size + 1 :]  # (rows, ngram_size - 1)
     repeats_suffix = (windows[:, :, :-1] == last_tokens[:, None, :]).all(dim=2)  # (rows, windows)
-    # Windows that do not end like the sequence, and tokens the scores have no column for, point at one spare column.
+    # Windows not ending like the sequence, and tokens without a score column, all point at one spare column.
     spare_column = vocab_size
     banned_columns = torch.where(repeats_suffix, windows[:, :, -1].clamp(max=spare_column), spare_column)
     banned = torch.zeros((rows, vocab_size + 1), dtype=torch.bool, device=scores.device)
@@ -276,7 +266,7 @@ def generate(
 
     Args:
         step: Runs the decoder on the last tokens, see the module docstring.
-        select: Keeps state rows by index, see the module docstring. Unused by greedy decoding.
+        select: Keeps state rows by index, see the module docstring. Unused by greedy search.
         state: The model's state for `batch_size` rows (encoder output, attention mask, empty cache).
         batch_size: Number of inputs.
         config: Decoding options.
@@ -289,36 +279,33 @@ def generate(
     Raises:
         InputError: `batch_size` is not a positive integer, or no start token is configured.
     """
-    _check_integer("batch_size", batch_size, minimum=1)
-    decoding = _Decoding.resolve(config, torch.device(device))
+    search = _Search.resolve(config, batch_size, return_scores, device)
     if config.num_beams == 1:
-        return _greedy_search(step, state, batch_size, decoding, return_scores)
-    return _beam_search(step, select, state, batch_size, decoding, return_scores)
+        return _greedy_search(step, state, search)
+    return _beam_search(step, select, state, search)
 
 
-def _greedy_search(
-    step: StepFn[State], state: State, batch_size: int, decoding: _Decoding, return_scores: bool
-) -> GenerationOutput:
-    """Greedy decoding: each row takes its best token until EOS, then padding, until every row is done."""
-    device, max_length = decoding.device, decoding.max_length
-    sequences = torch.full((batch_size, max_length), decoding.start, dtype=torch.long, device=device)
-    token_scores = torch.zeros((batch_size, max_length - 1), device=device) if return_scores else None
+def _greedy_search(step: StepFn[State], state: State, search: _Search) -> GenerationOutput:
+    """Greedy search: each row takes its best token until EOS, then padding, until every row is done."""
+    batch_size, device, max_length = search.batch_size, search.device, search.max_length
+    sequences = torch.full((batch_size, max_length), search.start, dtype=torch.long, device=device)
+    token_scores = torch.zeros((batch_size, max_length - 1), device=device) if search.return_scores else None
     unfinished = torch.ones(batch_size, dtype=torch.bool, device=device)  # (batch,)
     length = 1
     while True:
         logits, state = step(sequences[:, length - 1 : length], state)
-        scores = decoding.process(sequences[:, :length], logits.float())  # (batch, vocab)
+        scores = search.process(sequences[:, :length], logits.float())  # (batch, vocab)
         next_tokens = scores.argmax(dim=-1)  # (batch,)
-        if decoding.eos is not None:
+        if search.eos is not None:
             # transformers pads finished rows only when an EOS token is configured.
-            next_tokens = torch.where(unfinished, next_tokens, decoding.pad)
+            next_tokens = torch.where(unfinished, next_tokens, search.pad)
         if token_scores is not None:
             chosen = torch.log_softmax(scores, dim=-1).gather(1, next_tokens[:, None]).squeeze(1)  # (batch,)
             token_scores[:, length - 1] = torch.where(unfinished, chosen, 0.0)
         sequences[:, length] = next_tokens
         length += 1
-        if decoding.eos is not None:
-            unfinished &= ~torch.isin(next_tokens, decoding.eos)
+        if search.eos is not None:
+            unfinished &= ~torch.isin(next_tokens, search.eos)
         if length >= max_length or not bool(unfinished.any()):
             break
     scores_out = None if token_scores is None else token_scores[:, : length - 1]
@@ -337,64 +324,60 @@ class _Beams:
 
     def take(self, index: torch.Tensor) -> _Beams:
         """The hypotheses at `index` `(batch, chosen)` along each row."""
-        return _Beams(*(_take_along_beams(tensor, index) for tensor in _fields_of(self)))
+        return _Beams(*(_take_along_beams(tensor, index) for tensor in vars(self).values()))
 
     def followed_by(self, other: _Beams) -> _Beams:
         """These hypotheses, then `other`'s, along each row."""
-        pairs = zip(_fields_of(self), _fields_of(other))
+        pairs = zip(vars(self).values(), vars(other).values(), strict=True)
         return _Beams(*(None if mine is None else torch.cat((mine, theirs), dim=1) for mine, theirs in pairs))
 
 
 def _beam_search(
-    step: StepFn[State],
-    select: SelectFn[State],
-    state: State,
-    batch_size: int,
-    decoding: _Decoding,
-    return_scores: bool,
+    step: StepFn[State], select: SelectFn[State], state: State, search: _Search
 ) -> GenerationOutput:
     """Beam search, step for step as transformers' `_beam_search`."""
-    num_beams, device = decoding.config.num_beams, decoding.device
-    running = _initial_beams(batch_size, decoding, return_scores)
+    batch_size, num_beams, device = search.batch_size, search.config.num_beams, search.device
+    running = _initial_beams(search)
     # The finished slots start empty, at the excluded score.
     finished = replace(running, scores=torch.full_like(running.scores, _EXCLUDED))
     improvable = torch.ones((batch_size, 1), dtype=torch.bool, device=device)
     state = select(state, torch.arange(batch_size, device=device).repeat_interleave(num_beams))
     length = 1
     while True:
-        flat_sequences = running.sequences.view(batch_size * num_beams, decoding.max_length)
+        flat_sequences = running.sequences.view(batch_size * num_beams, search.max_length)
         logits, state = step(flat_sequences[:, length - 1 : length], state)
-        log_probs = decoding.process(flat_sequences[:, :length], torch.log_softmax(logits.float(), dim=-1))
-        candidates = _expand(running, log_probs, length, decoding)
+        log_probs = search.process(flat_sequences[:, :length], torch.log_softmax(logits.float(), dim=-1))
+        candidates = _expand(running, log_probs, length, search)
         # Candidates that ended cannot continue: push them below every live one.
         live = replace(candidates, scores=candidates.scores + candidates.done.float() * _EXCLUDED)
         running = live.take(torch.topk(live.scores, k=num_beams)[1])
-        finished = _keep_finished(finished, candidates, improvable, length, decoding.config)
+        finished = _keep_finished(finished, candidates, improvable, length, search)
         length += 1
-        improvable = _still_improvable(improvable, running, finished, length, decoding)
-        all_full = finished.done.all() & (decoding.config.early_stopping is True)
+        improvable = _still_improvable(improvable, running, finished, length, search)
+        all_full = finished.done.all() & (search.config.early_stopping is True)
         if not bool(improvable.any() & ~all_full & ~candidates.done.all()):
             break
         state = select(state, running.source_rows[:, :, length - 2].reshape(-1))
     return _best_hypotheses(finished)
 
 
-def _initial_beams(batch_size: int, decoding: _Decoding, return_scores: bool) -> _Beams:
-    """`num_beams` copies of the start token per row; only the first is alive, so step one has no duplicates."""
-    num_beams, max_length, device = decoding.config.num_beams, decoding.max_length, decoding.device
-    # transformers pads beam outputs with the pad token, but with the first EOS when the pad token is 0 (falsy).
-    fill = (decoding.pad or decoding.eos_ids[0]) if decoding.eos_ids else -1
+def _initial_beams(search: _Search) -> _Beams:
+    """`num_beams` copies of the start token per row; only the first is alive, so step one picks no twins."""
+    batch_size, num_beams, device = search.batch_size, search.config.num_beams, search.device
+    max_length = search.max_length
+    # transformers pads beam outputs with the pad token, or the first EOS when the pad token is 0 (falsy).
+    fill = (search.pad or search.eos_ids[0]) if search.eos_ids else -1
     sequences = torch.full((batch_size, num_beams, max_length), fill, dtype=torch.long, device=device)
-    sequences[:, :, 0] = decoding.start
+    sequences[:, :, 0] = search.start
     source_rows = torch.full((batch_size, num_beams, max_length - 1), -1, dtype=torch.long, device=device)
-    token_scores = torch.zeros((batch_size, num_beams, max_length - 1), device=device) if return_scores else None
+    token_scores = torch.zeros(source_rows.shape, device=device) if search.return_scores else None
     scores = torch.zeros((batch_size, num_beams), device=device)
     scores[:, 1:] = _EXCLUDED
     done = torch.zeros((batch_size, num_beams), dtype=torch.bool, device=device)
     return _Beams(sequences, source_rows, token_scores, scores, done)
 
 
-def _expand(running: _Beams, log_probs: torch.Tensor, length: int, decoding: _Decoding) -> _Beams:
+def _expand(running: _Beams, log_probs: torch.Tensor, length: int, search: _Search) -> _Beams:
     """Each row's best continuations over all its beams, scored by summed log-probability.
 
     Keeps enough of them (twice num_beams, more with several EOS tokens) that num_beams do not end.
@@ -404,29 +387,28 @@ def _expand(running: _Beams, log_probs: torch.Tensor, length: int, decoding: _De
     batch_size, num_beams = running.scores.shape
     vocab_size = log_probs.shape[-1]
     flat_log_probs = log_probs.view(batch_size, num_beams * vocab_size)
-    accumulated = (log_probs.view(batch_size, num_beams, vocab_size) + running.scores[:, :, None]).view_as(
-        flat_log_probs
-    )
-    kept = max(2, 1 + len(decoding.eos_ids)) * num_beams
+    accumulated = log_probs.view(batch_size, num_beams, vocab_size) + running.scores[:, :, None]
+    accumulated = accumulated.view(batch_size, num_beams * vocab_size)  # (batch, num_beams * vocab)
+    kept = max(2, 1 + len(search.eos_ids)) * num_beams
     top_scores, top_indices = torch.topk(accumulated, k=kept)  # (batch, kept)
-    beams, new_tokens = top_indices // vocab_size, top_indices % vocab_size
+    beams, new_tokens = top_indices // vocab_size, top_indices % vocab_size  # (batch, kept) each
     candidates = running.take(beams)
     candidates.sequences[:, :, length] = new_tokens
     row_offsets = torch.arange(batch_size, device=beams.device)[:, None] * num_beams
     candidates.source_rows[:, :, length - 1] = beams + row_offsets
     if candidates.token_scores is not None:
         candidates.token_scores[:, :, length - 1] = flat_log_probs.gather(1, top_indices)
-    ends = torch.full_like(new_tokens, length + 1 >= decoding.max_length, dtype=torch.bool)
-    if decoding.eos is not None:
-        ends |= torch.isin(new_tokens, decoding.eos)
+    ends = torch.full_like(new_tokens, length + 1 >= search.max_length, dtype=torch.bool)
+    if search.eos is not None:
+        ends |= torch.isin(new_tokens, search.eos)
     return replace(candidates, scores=top_scores, done=ends)
 
 
 def _keep_finished(
-    finished: _Beams, candidates: _Beams, improvable: torch.Tensor, length: int, config: GenerationConfig
+    finished: _Beams, candidates: _Beams, improvable: torch.Tensor, length: int, search: _Search
 ) -> _Beams:
     """Merges the candidates that just ended into each row's best `num_beams` finished hypotheses."""
-    num_beams = finished.scores.shape[1]
+    config, num_beams = search.config, search.config.num_beams
     # Only the top num_beams candidates may finish; the others only back up the running beams.
     just_finished = candidates.done.clone()
     just_finished[:, num_beams:] = False
@@ -441,15 +423,15 @@ def _keep_finished(
 
 
 def _still_improvable(
-    improvable: torch.Tensor, running: _Beams, finished: _Beams, length: int, decoding: _Decoding
+    improvable: torch.Tensor, running: _Beams, finished: _Beams, length: int, search: _Search
 ) -> torch.Tensor:
     """Rows whose best running beam may still beat their worst finished hypothesis, `(batch, 1)`.
 
     Once a row cannot improve it stays so: transformers' early-stopping heuristic.
     """
-    config = decoding.config
+    config = search.config
     if config.early_stopping == "never" and config.length_penalty > 0.0:
-        hoped_length = decoding.max_length - 1
+        hoped_length = search.max_length - 1
     else:
         hoped_length = length - 1
     best_running = running.scores[:, :1] / (hoped_length**config.length_penalty)  # (batch, 1)
@@ -476,10 +458,6 @@ def _force_tokens(scores: torch.Tensor, token_ids: tuple[int, ...]) -> torch.Ten
     forced = torch.full_like(scores, -math.inf)
     forced[:, list(token_ids)] = 0.0
     return forced
-
-
-def _fields_of(beams: _Beams) -> tuple[torch.Tensor | None, ...]:
-    return tuple(getattr(beams, field.name) for field in fields(beams))
 
 
 def _take_along_beams(tensor: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:

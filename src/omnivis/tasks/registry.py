@@ -8,6 +8,7 @@ the reference `Florence2Processor`; `<VQA>` is omnivis's own addition.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -173,6 +174,9 @@ def build_prompt(
             (a region outside the image, inverted, or not finite; another task token inside the prompt).
     """
     task = TASKS.get(task_token_or_free_text)
+    if task is None and _TASK_TOKEN.fullmatch(task_token_or_free_text.strip()):
+        known = ", ".join(TASKS)
+        raise InputError(f"unknown task {task_token_or_free_text!r}; known tasks: {known}")
     if task is None:
         if text is not None:
             raise InputError(
@@ -190,6 +194,10 @@ def build_prompt(
     if task.token in _OMNIVIS_TASKS:
         return task.prompt.format(input=text.strip())
     return _construct_prompt(task.token + text)
+
+
+# A prompt that is nothing but something shaped like a task token is a mistyped task, not free text.
+_TASK_TOKEN = re.compile(r"<[A-Z][A-Z0-9_]*>")
 
 
 def _region_text(task: Task, region: TaskInput, image_size: tuple[float, float] | None) -> str:
