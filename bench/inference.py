@@ -3,7 +3,7 @@
     .venv/bin/python bench/inference.py [--shape base|large|small] [--device cpu|cuda] [--dtype float32|bfloat16|float16]
                                         [--repeats 3] [--tokens 32] [--batch 1] [--model DIR] [--write bench/RESULTS.md]
 
-Times (median of --repeats, after one warm-up) the vision tower (pixels -> projected visual tokens) and greedy
+Times (median of --repeats, after one warm-up, the two implementations alternating) the vision tower (pixels -> projected visual tokens) and greedy
 generation of --tokens tokens (PIL images -> token ids: preprocessing, vision tower, encoder, decoding), for both
 implementations, and prints the ratio reference / omnivis. Random weights of the official shape are used unless
 --model names a transformers-native Florence-2 directory. The generated ids are checked equal before timing.
@@ -33,19 +33,23 @@ from omnivis.tasks import TASKS  # noqa: E402
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def timed(function: Callable[[], object], repeats: int, device: str) -> float:
-    """Median seconds of `function` over `repeats` calls, after one warm-up call."""
-    function()
-    samples = []
+def timed_pair(
+    reference: Callable[[], object], ours: Callable[[], object], repeats: int, device: str
+) -> tuple[float, float]:
+    """Median seconds of each function over `repeats` calls, after a warm-up; the two alternate call by call,
+    so drift in the machine's load (other processes, clock changes) falls on both alike."""
+    reference(), ours()
+    samples: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        function()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
+        for function, times in ((reference, samples[0]), (ours, samples[1])):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            function()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - started)
+    return statistics.median(samples[0]), statistics.median(samples[1])
 
 
 def build(args: argparse.Namespace, workdir: Path):
@@ -63,7 +67,8 @@ def build(args: argparse.Namespace, workdir: Path):
                           decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096,
                           max_position_embeddings=4096)  # fmt: skip
         shapes = {"small": (SMALL_VISION, SMALL_TEXT), "base": (BASE_VISION, BASE_TEXT), "large": (large_vision, large_text)}
-        built = build_reference(workdir, *shapes[args.shape])
+        # The official vocabulary size (51328 rows), so the LM head costs what it costs with real weights.
+        built = build_reference(workdir, *shapes[args.shape], vocab_rows=51328)
         directory, reference, processor = workdir, built.model, built.processor
     dtype = DTYPES[args.dtype]
     reference = reference.to(args.device, dtype).eval()
@@ -80,6 +85,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--beams", type=int, default=1, help="beam width of the generation row")
+    parser.add_argument("--all-tasks", action="store_true", help="add a row: every task on one image")
     parser.add_argument("--write", type=Path, help="append the results as a section of this markdown file")
     args = parser.parse_args()
 
@@ -91,14 +98,14 @@ def main() -> None:
     inputs = processor(text=[task] * args.batch, images=images, return_tensors="pt").to(args.device)
     inputs["pixel_values"] = inputs["pixel_values"].to(DTYPES[args.dtype])
     pixels = inputs["pixel_values"]
-    config = ours.generation_config(num_beams=1, max_new_tokens=args.tokens)
+    config = ours.generation_config(num_beams=args.beams, max_new_tokens=args.tokens)
     prompts = [TASKS[task].prompt] * args.batch
 
     def reference_generate() -> torch.Tensor:
         # Both sides go from PIL images to token ids: preprocessing, tokenizing, vision tower, encoder, decoding.
         batch = processor(text=[task] * args.batch, images=images, return_tensors="pt").to(args.device)
         batch["pixel_values"] = batch["pixel_values"].to(DTYPES[args.dtype])
-        return reference.generate(**batch, do_sample=False, num_beams=1, max_new_tokens=args.tokens)
+        return reference.generate(**batch, do_sample=False, num_beams=args.beams, max_new_tokens=args.tokens)
 
     def ours_generate() -> torch.Tensor:
         return ours.generate_ids(images, prompts, config)[0]
@@ -107,15 +114,18 @@ def main() -> None:
         expected, got = reference_generate().cpu(), ours_generate()
         same = expected.tolist() == got.tolist()
         rows = {
-            "vision tower": (
-                timed(lambda: reference.get_image_features(pixels), args.repeats, args.device),
-                timed(lambda: ours.model.encode_image(pixels), args.repeats, args.device),
+            "vision tower": timed_pair(
+                lambda: reference.get_image_features(pixels), lambda: ours.model.encode_image(pixels), args.repeats,
+                args.device,
             ),
-            f"generate {args.tokens} greedy tokens": (
-                timed(reference_generate, args.repeats, args.device),
-                timed(ours_generate, args.repeats, args.device),
+            f"generate {args.tokens} tokens, {args.beams} beam(s)": timed_pair(
+                reference_generate, ours_generate, args.repeats, args.device
             ),
         }
+        if args.all_tasks:
+            row, all_same = time_all_tasks(reference, processor, ours, images[0], args)
+            rows.update(row)
+            same = same and all_same
     report = render(args, rows, same, int(got.shape[1]) - 1)
     print(report)
     if args.write:
@@ -123,12 +133,37 @@ def main() -> None:
             handle.write("\n" + report)
 
 
+def time_all_tasks(reference, processor, ours, image, args: argparse.Namespace) -> tuple[dict, bool]:
+    """Every reference task on one image: the reference runs them one by one (it has no other way);
+    omnivis's `run_tasks` encodes the image once and decodes all prompts as one batch."""
+    inputs = {"text": "a red circle", "region": "<loc_100><loc_150><loc_700><loc_800>"}
+    tasks = {task: inputs.get(spec.input) for task, spec in TASKS.items() if task != "<VQA>"}
+
+    def reference_all() -> dict:
+        answers = {}
+        for task, text in tasks.items():
+            batch = processor(text=[task + (text or "")], images=[image], return_tensors="pt").to(args.device)
+            batch["pixel_values"] = batch["pixel_values"].to(DTYPES[args.dtype])
+            ids = reference.generate(**batch, do_sample=False, num_beams=args.beams, max_new_tokens=args.tokens)
+            decoded = processor.batch_decode(ids, skip_special_tokens=False)[0]
+            answers.update(processor.post_process_generation(decoded, task=task, image_size=image.size))
+        return answers
+
+    def ours_all() -> dict:
+        return ours.run_tasks(image, tasks, num_beams=args.beams, max_new_tokens=args.tokens)
+
+    same = reference_all() == ours_all()
+    name = f"all {len(tasks)} tasks on one image, {args.tokens} tokens, {args.beams} beam(s)"
+    return {name: timed_pair(reference_all, ours_all, max(1, args.repeats - 1), args.device)}, same
+
+
 def render(args: argparse.Namespace, rows: dict[str, tuple[float, float]], same: bool, generated: int) -> str:
     import transformers
 
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     lines = [
-        f"### {args.shape if not args.model else args.model} shape, {args.device}, {args.dtype}, batch {args.batch} ({date.today()})",
+        f"### {args.model or args.shape + ' shape'}, {args.device}, {args.dtype}, batch {args.batch}, "
+        f"{args.tokens} tokens, {args.beams} beam(s) ({date.today()})",
         "",
         f"Command: `python bench/inference.py {' '.join(sys.argv[1:])}`  ",
         f"Machine: {device}; torch {torch.__version__}, transformers {transformers.__version__}, Python {platform.python_version()}  ",

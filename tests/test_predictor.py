@@ -156,3 +156,12 @@ def test_a_checkpoint_with_a_wrong_tensor_names_both_shapes(predictor: omnivis.P
     with pytest.raises(CheckpointError, match=r"image_proj_norm.bias has shape \(3,\), the model expects \(256,\)"):
         omnivis.load(directory)
     shutil.rmtree(directory)
+
+
+def test_run_tasks_equals_one_run_per_task(predictor: omnivis.Predictor, image: Image.Image) -> None:
+    tasks = {task: _input_for(task, image) for task in TASKS}
+    together = predictor.run_tasks(image, tasks, num_beams=3, max_new_tokens=10, return_scores=True)
+    assert list(together) == list(TASKS)
+    for task, text in tasks.items():
+        alone = predictor.run(image, task, text, num_beams=3, max_new_tokens=10, return_scores=True)
+        assert together[task] == alone[task], task

@@ -7,7 +7,7 @@ processor's `post_process_generation` returns for the same tokens, plus per-box 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -107,6 +107,43 @@ class Predictor:
             for row in range(len(pictures))
         ]
 
+    def run_tasks(
+        self,
+        image: ImageSource,
+        tasks: Mapping[str, str | Region | None] | Sequence[str],
+        num_beams: int | None = 3,
+        max_new_tokens: int | None = 1024,
+        return_scores: bool = False,
+    ) -> dict[str, Any]:
+        """Answers several tasks on one image, with one pass of the vision tower and one batched decode.
+
+        Each answer is `run(image, task, text)`'s, computed in one batch (as with `run_batch`, batched matrix
+        products may round differently in the last bit); the image is encoded once, as segment-anything's
+        predictor sets an image once for many prompts.
+
+        Args:
+            image: as for `run`.
+            tasks: task prompts, or a mapping of task prompt -> its input (None for tasks that take none).
+
+        Returns:
+            `{task: answer}` for every task, in the order given.
+        """
+        inputs = dict(tasks) if isinstance(tasks, Mapping) else dict.fromkeys(tasks)
+        if not inputs:
+            return {}
+        picture = load_image(image)
+        prompts = [build_prompt(task, text, image_size=picture.size) for task, text in inputs.items()]
+        config = self.generation_config(num_beams, max_new_tokens)
+        tokens = self.image_tokens([picture]).expand(len(prompts), -1, -1)  # one image, every prompt
+        sequences, scores = self.generate_ids([picture], prompts, config, return_scores, image_tokens=tokens)
+        answers: dict[str, Any] = {}
+        for row, task in enumerate(inputs):
+            row_scores = None if scores is None else scores[row].tolist()
+            answers.update(
+                post_process(task, sequences[row].tolist(), self.tokenizer, picture.size, self.parse_config, row_scores)
+            )
+        return answers
+
     def generation_config(self, num_beams: int | None, max_new_tokens: int | None) -> GenerationConfig:
         """The checkpoint's decoding settings with these overrides (None keeps the checkpoint's), validated."""
         overrides: dict[str, Any] = {}
@@ -138,20 +175,36 @@ class Predictor:
         return ids, mask
 
     @torch.inference_mode()
-    def generate_ids(
-        self, pictures: Sequence[Any], prompts: Sequence[str], config: GenerationConfig, return_scores: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Generated token ids (B, T) for PIL images and prompt strings, and per-token log-probabilities."""
-        device = self.model.device
+    def image_tokens(self, pictures: Sequence[Any]) -> torch.Tensor:
+        """The visual tokens (B, N, d_model) of PIL RGB images: preprocessing, vision tower, projector."""
         processing = self.image_processing
         pixels = preprocess(pictures, size=processing.size, mean=processing.mean, std=processing.std)
+        return self.model.encode_image(pixels.to(self.model.device))
+
+    @torch.inference_mode()
+    def generate_ids(
+        self,
+        pictures: Sequence[Any],
+        prompts: Sequence[str],
+        config: GenerationConfig,
+        return_scores: bool = False,
+        image_tokens: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Generated token ids (B, T) for PIL images and prompt strings, and per-token log-probabilities.
+
+        `image_tokens` (B, N, d_model), when given, replaces the images' pass through the vision tower.
+        """
+        device = self.model.device
+        if image_tokens is None:
+            image_tokens = self.image_tokens(pictures)
         input_ids, attention_mask = self.encode_prompts(prompts)
-        encoded = self.model.encode(input_ids.to(device), attention_mask.to(device), pixel_values=pixels.to(device))
+        encoded = self.model.encode(input_ids.to(device), attention_mask.to(device), image_tokens=image_tokens)
         # Step t feeds the token at decoder position t, so max_new_tokens positions suffice.
         cache = self.model.start_decoding(encoded, capacity=config.max_new_tokens)
         output = generate(
-            self.model.decode_step, self.model.select_cache, cache, len(prompts), config, return_scores=return_scores
-        )
+            self.model.decode_step, self.model.select_cache, cache, len(prompts), config,
+            device=device, return_scores=return_scores,
+        )  # fmt: skip
         scores = None
         if return_scores and output.token_scores is not None:
             # Align with the sequences: the decoder start token was given, not generated (score 0).

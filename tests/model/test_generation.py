@@ -40,15 +40,6 @@ SCENARIOS = ((7, 4.0), (14, 4.0), (0, 3.0), (16, 3.0), (17, 1.0))
 BATCH_SIZE = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread() -> Any:
-    """The matrices are tiny: one thread avoids contention that made this file 30x slower on a busy host."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @functools.cache
 def reference_model(scenario: int) -> BartForConditionalGeneration:
     seed, eos_bias = SCENARIOS[scenario]
@@ -497,3 +488,13 @@ def test_config_from_json_reports_unreadable_files(tmp_path: Path) -> None:
     listed.write_text("[1, 2]")
     with pytest.raises(CheckpointError, match="JSON object"):
         GenerationConfig.from_json(listed)
+
+
+def test_without_eos_every_row_runs_to_the_limit() -> None:
+    step, select, state = row_tables(chain_tables([{4: 3, 3: 2, 2: 3}, {4: 2, 2: 2}]))
+    for num_beams in (1, 2):
+        config = GenerationConfig(decoder_start_token_id=4, max_new_tokens=3, num_beams=num_beams)
+        output = generate(step, select, state, 2, config, return_scores=True)
+        assert output.sequences.tolist() == [[4, 3, 2, 3], [4, 2, 2, 2]]
+        assert output.token_scores is not None
+        torch.testing.assert_close(output.token_scores, torch.full((2, 3), CHOSEN))

@@ -198,7 +198,7 @@ PIECES = st.lists(st.tuples(st.sampled_from([0, 0, 1, 2, 3]), st.integers(0, 999
 SIZES = st.sampled_from([(640, 480), (1000, 1000), (333, 777), (1, 1), (4000.5, 30)])
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pieces=PIECES, task=st.sampled_from(ALL_TASKS), size=SIZES, seed=st.integers(0, 2**32))
 def test_random_sequences_equal_the_reference(setup: Setup, piece_table, pieces, task, size, seed) -> None:
     ids = [token for kind, index in pieces for token in piece_table[kind][index % len(piece_table[kind])]]
