@@ -14,15 +14,18 @@ semi-transparently, label text sits on a filled tag kept inside the image, and l
 """
 
 import functools
+import io
 import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
 from omnivis.errors import InputError
+from omnivis.io import atomic_write_bytes
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 Point = tuple[float, float]
@@ -359,3 +362,10 @@ def _load_font(size: int) -> Font:
         return ImageFont.load_default(size=size)
     except (TypeError, OSError):  # Pillow built without FreeType only has the fixed-size bitmap font
         return ImageFont.load_default()
+
+
+def save_png(image: Image.Image, path: str | Path) -> None:
+    """Writes `image` as a PNG atomically: a reader never sees half a file, a failure leaves the old one."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    atomic_write_bytes(Path(path), buffer.getvalue())

@@ -7,17 +7,16 @@ weights-only pickle), settings from JSON, the tokenizer from its JSON/vocabulary
 from __future__ import annotations
 
 import dataclasses
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from omnivis.draw import draw_result, save_png
 from omnivis.errors import CheckpointError, InputError
-from omnivis.draw import draw_result
 from omnivis.images import load_image
-from omnivis.io import atomic_directory, atomic_write_bytes, atomic_write_json
+from omnivis.io import atomic_directory, atomic_write_json
 from omnivis.model import checkpoint
 from omnivis.model.florence import Florence2, FlorenceConfig
 from omnivis.model.generation import GenerationConfig
@@ -194,10 +193,7 @@ def predict_files(
     if json_path is not None:
         atomic_write_json(json_path, records)
     if draw_path is not None:
-        drawing = draw_result(pictures[0], task, answers[0])
-        buffer = io.BytesIO()
-        drawing.save(buffer, format="PNG")
-        atomic_write_bytes(draw_path, buffer.getvalue())
+        save_png(draw_result(pictures[0], task, answers[0]), draw_path)
     return records
 
 
