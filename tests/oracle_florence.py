@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 from oracle_tokenizer import make_florence_tokenizer
-from omnivis.tasks.parsing import BANNED_GROUNDING_PHRASES
 from transformers import (
     BartConfig,
     CLIPImageProcessorPil,
@@ -23,6 +22,8 @@ from transformers import (
     Florence2Processor,
     Florence2VisionConfig,
 )
+
+from omnivis.tasks.parsing import BANNED_GROUNDING_PHRASES
 
 # The official list (the original layout hard-codes it; converted checkpoints store it in their processor config).
 BANNED_GROUNDING = list(BANNED_GROUNDING_PHRASES)

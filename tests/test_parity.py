@@ -8,8 +8,6 @@ for the same weights re-keyed into the original remote-code layout (fp16 `pytorc
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch

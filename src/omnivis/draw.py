@@ -20,14 +20,14 @@ import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from PIL import Image, ImageDraw, ImageFont
 
 from omnivis.errors import InputError
 from omnivis.io import atomic_write_bytes
 
-Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+Font: TypeAlias = ImageFont.FreeTypeFont | ImageFont.ImageFont
 Point = tuple[float, float]
 Box = tuple[float, float, float, float]
 RGB = tuple[int, int, int]

@@ -235,7 +235,7 @@ def config_from_official(config: dict[str, Any], image_size: tuple[int, int], vo
         d_model = text["d_model"]
         projector = ProjectorConfig(
             vision_dim=embed_dims[-1],
-            projection_dim=vision.get("projection_dim", d_model),
+            projection_dim=int(vision.get("projection_dim") or d_model),
             max_grid_positions=grid,
             max_temporal_embeddings=frames,
         )
