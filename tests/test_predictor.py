@@ -165,3 +165,13 @@ def test_run_tasks_equals_one_run_per_task(predictor: omnivis.Predictor, image: 
     for task, text in tasks.items():
         alone = predictor.run(image, task, text, num_beams=3, max_new_tokens=10, return_scores=True)
         assert together[task] == alone[task], task
+
+
+def test_presets_are_reproducible_and_leave_the_global_rng_alone(image: Image.Image) -> None:
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    first, second = omnivis.load("tiny"), omnivis.load("tiny")
+    assert torch.equal(torch.rand(1), expected_next)
+    for name, tensor in first.model.state_dict().items():
+        assert torch.equal(tensor, second.model.state_dict()[name]), name

@@ -75,8 +75,11 @@ def bundled_tokenizer() -> Tokenizer:
 
 def _load_preset(name: str) -> Predictor:
     tokenizer = bundled_tokenizer()
-    # A random preset answers with the bundled tokenizer, so its vocabulary is sized to it.
-    model = Florence2(preset_config(name, vocab_size=tokenizer.vocab_size))
+    # A random preset answers with the bundled tokenizer, so its vocabulary is sized to it. Its weights come
+    # from a fixed seed, so the same preset gives the same answers, without touching the caller's RNG state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Florence2(preset_config(name, vocab_size=tokenizer.vocab_size))
     height, width = model.config.image_size
     return Predictor(model, tokenizer, florence_generation_defaults(tokenizer), ImageProcessing(size=(height, width)))
 
