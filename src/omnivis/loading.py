@@ -91,12 +91,9 @@ def florence_generation_defaults(tokenizer: Tokenizer) -> GenerationConfig:
         num_beams=3,
         early_stopping=True,
         no_repeat_ngram_size=3,
-        decoder_start_token_id=tokenizer.eos_token_id,  # BART starts decoding from </s>
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
         forced_bos_token_id=tokenizer.bos_token_id,
         forced_eos_token_id=tokenizer.eos_token_id,
+        **_special_token_ids(tokenizer),
     )
 
 
@@ -127,19 +124,33 @@ def _vocabulary_rows(state: dict[str, torch.Tensor]) -> int:
 
 
 def _generation_config(directory: Path, config: dict[str, Any], tokenizer: Tokenizer) -> GenerationConfig:
-    """generation_config.json when present (as transformers does); else the decoding options of config.json
+    """generation_config.json when present, as transformers reads it; else the decoding options of config.json
     (the original layout keeps them in its text_config), with the tokenizer's special ids where it has none."""
     path = directory / "generation_config.json"
     if path.exists():
         return GenerationConfig.from_dict(checkpoint.read_json(path))
-    token_ids = {
-        "decoder_start_token_id": tokenizer.eos_token_id,
+    return GenerationConfig.from_dict({**_special_token_ids(tokenizer), **_model_config_options(config)})
+
+
+def _model_config_options(config: dict[str, Any]) -> dict[str, Any]:
+    """transformers' `GenerationConfig.from_model_config`: a text_config value applies where the top level leaves
+    the option absent or at its default (a top-level default value does not hide the nested setting)."""
+    defaults: dict[str, Any] = {field.name: field.default for field in dataclasses.fields(GenerationConfig)}
+    defaults["max_length"] = 20  # transformers' default, counted with the decoder start token
+    options = {name: value for name, value in config.items() if not isinstance(value, dict)}
+    for name, value in (config.get("text_config") or {}).items():
+        if options.get(name, defaults.get(name)) == defaults.get(name):
+            options[name] = value
+    return options
+
+
+def _special_token_ids(tokenizer: Tokenizer) -> dict[str, int]:
+    return {
+        "decoder_start_token_id": tokenizer.eos_token_id,  # BART starts decoding from </s>
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
     }
-    text_config = config.get("text_config") or {}
-    return GenerationConfig.from_dict({**token_ids, **text_config, **config}, fallback=None)
 
 
 def _image_processing(directory: Path) -> ImageProcessing:
