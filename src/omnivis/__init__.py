@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from omnivis.errors import CheckpointError, ImageError, InputError, OmnivisError, ParseError
+from omnivis.errors import CheckpointError, DatasetError, ImageError, InputError, OmnivisError, ParseError
 
 __version__ = "0.1.0"
 
@@ -26,7 +26,7 @@ _LAZY = {
     "TASKS": "omnivis.tasks",
 }
 
-__all__ = ["CheckpointError", "ImageError", "InputError", "OmnivisError", "ParseError", *_LAZY]
+__all__ = ["CheckpointError", "DatasetError", "ImageError", "InputError", "OmnivisError", "ParseError", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -48,7 +48,68 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default="tiny")
     demo.add_argument("--image", type=Path)
     demo.add_argument("--out", type=Path, default=Path("demo"))
+
+    _add_data_commands(commands.add_parser("data", help="make, import, export and inspect datasets"))
     return parser
+
+
+def _add_data_commands(data: argparse.ArgumentParser) -> None:
+    commands = data.add_subparsers(dest="data_command", required=True)
+    world = commands.add_parser("make-world", help="write scenes of the procedural world as a dataset")
+    world.add_argument("out", type=Path)
+    world.add_argument("--n", type=int, required=True, help="number of scenes")
+    world.add_argument("--seed", type=int, default=0)
+    world.add_argument("--variant", default="default", help="world variant: default or hard")
+    world.add_argument("--shard-size", type=int, default=1000, help="records per Parquet shard")
+    world.add_argument("--workers", type=int, help="generating processes (default: every core)")
+    world.add_argument("--overwrite", action="store_true")
+
+    coco_in = commands.add_parser("import-coco", help="import COCO instances (and captions, refs) as a dataset")
+    coco_in.add_argument("annotations", type=Path, help="COCO instances JSON")
+    coco_in.add_argument("--images", type=Path, required=True, help="directory of the image files")
+    coco_in.add_argument("--out", type=Path, required=True)
+    coco_in.add_argument("--captions", type=Path, help="COCO captions JSON")
+    coco_in.add_argument("--refs", type=Path, help="RefCOCO-style referring expressions JSON")
+    coco_in.add_argument("--skip-bad", action="store_true", help="skip bad images/annotations and list them")
+    coco_in.add_argument("--overwrite", action="store_true")
+
+    coco_out = commands.add_parser("export-coco", help="export a dataset as COCO instances JSON + images")
+    coco_out.add_argument("dataset", type=Path)
+    coco_out.add_argument("--out", type=Path, required=True, help="the JSON file to write")
+    coco_out.add_argument("--images", type=Path, help="where to write the images (default: beside the JSON)")
+
+    stats = commands.add_parser("stats", help="count examples per task and class; draw a few samples")
+    stats.add_argument("dataset", type=Path)
+    stats.add_argument("--out", type=Path, help="where to write stats.json and drawings (default: DATASET-stats)")
+    stats.add_argument("--samples", type=int, default=2, help="samples drawn per task")
+
+
+def _run_data_command(args: argparse.Namespace) -> None:
+    from omnivis.data import build
+
+    if args.data_command == "make-world":
+        manifest = build.make_world_dataset(
+            args.out, args.n, args.seed, args.variant, records_per_shard=args.shard_size,
+            workers=args.workers, overwrite=args.overwrite,
+        )  # fmt: skip
+        print(f"{manifest.total_records} scenes in {len(manifest.shards)} shards written to {args.out}")
+    elif args.data_command == "import-coco":
+        manifest, skipped = build.import_coco_dataset(
+            args.annotations, args.images, args.out, captions_json=args.captions, refs_json=args.refs,
+            skip_bad=args.skip_bad, overwrite=args.overwrite,
+        )  # fmt: skip
+        for line in skipped:
+            print(f"skipped: {line}")
+        print(f"{manifest.total_records} records written to {args.out} ({len(skipped)} items skipped)")
+    elif args.data_command == "export-coco":
+        print(f"COCO JSON written to {build.export_coco_dataset(args.dataset, args.out, images_dir=args.images)}")
+    elif args.data_command == "stats":
+        from omnivis.data.stats import dataset_stats
+
+        out = args.out or args.dataset.with_name(args.dataset.name + "-stats")
+        stats = dataset_stats(args.dataset, out, samples_per_task=args.samples)
+        print(stats.table())
+        print(f"stats.json and {len(stats.drawn)} drawings written to {out}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from omnivis.demo import run_demo
 
             run_demo(args.out, model=args.model, image=args.image)
+        elif args.command == "data":
+            _run_data_command(args)
     except OmnivisError as error:
         print(f"omnivis: error: {error}", file=sys.stderr)
         return 2

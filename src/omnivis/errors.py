@@ -24,3 +24,8 @@ class CheckpointError(OmnivisError):
 
 class ParseError(OmnivisError, ValueError):
     """A generated sequence cannot be turned into a structured answer."""
+
+
+class DatasetError(OmnivisError, ValueError):
+    """A dataset cannot be read or written: a corrupt shard, a missing column, a record that breaks an
+    invariant (an out-of-image box, a dangling id), or an image that does not decode."""

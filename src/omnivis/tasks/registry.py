@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from omnivis.errors import InputError
+from omnivis.tasks import serializers
 from omnivis.tasks.locations import format_box, parse_region
+from omnivis.tasks.targets import Serializer
 
 InputKind = Literal["none", "text", "region"]
 ParseType = Literal[
@@ -39,6 +41,8 @@ class Task:
         input: What the task takes: "none", a free "text", or a "region" (a box).
         parse_type: How its answer is parsed: the reference's `tasks_answer_post_processing_type` value.
         description: One line for listings.
+        serializer: Writes a record's annotations as the task's training examples, the inverse of parsing
+            (see `omnivis.tasks.targets`).
     """
 
     token: str
@@ -46,25 +50,42 @@ class Task:
     input: InputKind
     parse_type: ParseType
     description: str
+    serializer: Serializer
 
 
 # In the reference's order: when a prompt holds several task tokens, the first one listed wins.
 _TASK_LIST = [
-    Task("<OCR>", "What is the text in the image?", "none", "pure_text", "read all the text in the image"),
+    Task(
+        "<OCR>",
+        "What is the text in the image?",
+        "none",
+        "pure_text",
+        "read all the text in the image",
+        serializers.ocr,
+    ),
     Task(
         "<OCR_WITH_REGION>",
         "What is the text in the image, with regions?",
         "none",
         "ocr",
         "read the text in the image, with a quadrilateral around each line",
+        serializers.ocr_with_region,
     ),
-    Task("<CAPTION>", "What does the image describe?", "none", "pure_text", "a short caption"),
+    Task(
+        "<CAPTION>",
+        "What does the image describe?",
+        "none",
+        "pure_text",
+        "a short caption",
+        serializers.caption,
+    ),
     Task(
         "<DETAILED_CAPTION>",
         "Describe in detail what is shown in the image.",
         "none",
         "pure_text",
         "a detailed caption",
+        serializers.detailed_caption,
     ),
     Task(
         "<MORE_DETAILED_CAPTION>",
@@ -72,6 +93,7 @@ _TASK_LIST = [
         "none",
         "pure_text",
         "a paragraph-long caption",
+        serializers.more_detailed_caption,
     ),
     Task(
         "<OD>",
@@ -79,6 +101,7 @@ _TASK_LIST = [
         "none",
         "description_with_bboxes",
         "object detection: boxes with category names",
+        serializers.object_detection,
     ),
     Task(
         "<DENSE_REGION_CAPTION>",
@@ -86,6 +109,7 @@ _TASK_LIST = [
         "none",
         "description_with_bboxes",
         "boxes with a short description each",
+        serializers.dense_region_caption,
     ),
     Task(
         "<REGION_PROPOSAL>",
@@ -93,6 +117,7 @@ _TASK_LIST = [
         "none",
         "bboxes",
         "boxes around object-like regions, without labels",
+        serializers.region_proposal,
     ),
     Task(
         "<CAPTION_TO_PHRASE_GROUNDING>",
@@ -100,6 +125,7 @@ _TASK_LIST = [
         "text",
         "phrase_grounding",
         "boxes for the phrases of a caption",
+        serializers.phrase_grounding,
     ),
     Task(
         "<REFERRING_EXPRESSION_SEGMENTATION>",
@@ -107,6 +133,7 @@ _TASK_LIST = [
         "text",
         "polygons",
         "polygon mask of the object a phrase refers to",
+        serializers.referring_expression_segmentation,
     ),
     Task(
         "<REGION_TO_SEGMENTATION>",
@@ -114,6 +141,7 @@ _TASK_LIST = [
         "region",
         "polygons",
         "polygon mask of the object in a box",
+        serializers.region_to_segmentation,
     ),
     Task(
         "<OPEN_VOCABULARY_DETECTION>",
@@ -121,14 +149,23 @@ _TASK_LIST = [
         "text",
         "description_with_bboxes_or_polygons",
         "boxes (or polygons) of the objects a phrase names",
+        serializers.open_vocabulary_detection,
     ),
-    Task("<REGION_TO_CATEGORY>", "What is the region {input}?", "region", "pure_text", "category of a box"),
+    Task(
+        "<REGION_TO_CATEGORY>",
+        "What is the region {input}?",
+        "region",
+        "pure_text",
+        "category of a box",
+        serializers.region_to_category,
+    ),
     Task(
         "<REGION_TO_DESCRIPTION>",
         "What does the region {input} describe?",
         "region",
         "pure_text",
         "description of a box",
+        serializers.region_to_description,
     ),
     Task(
         "<REGION_TO_OCR>",
@@ -136,9 +173,17 @@ _TASK_LIST = [
         "region",
         "pure_text",
         "read the text in a box",
+        serializers.region_to_ocr,
     ),
     # omnivis's own task: visual question answering. Its question is its input; the answer is plain text.
-    Task("<VQA>", "Answer the question: {input}", "text", "pure_text", "answer a question about the image"),
+    Task(
+        "<VQA>",
+        "Answer the question: {input}",
+        "text",
+        "pure_text",
+        "answer a question about the image",
+        serializers.visual_question_answering,
+    ),
 ]
 
 TASKS: dict[str, Task] = {task.token: task for task in _TASK_LIST}
