@@ -65,3 +65,64 @@ def test_unreadable_image(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
 def test_tasks_lists_all_sixteen(capsys: pytest.CaptureFixture) -> None:
     assert main(["tasks"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 16
+
+
+def test_data_commands_make_inspect_export_and_import(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    world = tmp_path / "world"
+    assert main(["data", "make-world", str(world), "--n", "6", "--seed", "2", "--variant", "hard"]) == 0
+    assert "6 scenes in 1 shards" in capsys.readouterr().out
+    assert main(["data", "stats", str(world), "--samples", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "<REFERRING_EXPRESSION_SEGMENTATION>" in printed and "6 records" in printed
+    assert (tmp_path / "world-stats" / "stats.json").is_file()
+    coco_json = tmp_path / "coco.json"
+    assert main(["data", "export-coco", str(world), "--out", str(coco_json)]) == 0
+    capsys.readouterr()
+    again = tmp_path / "again"
+    images = tmp_path / "coco_images"
+    assert main(["data", "import-coco", str(coco_json), "--images", str(images), "--out", str(again)]) == 0
+    assert "6 records written" in capsys.readouterr().out
+
+
+def _corrupt_world(tmp_path: Path) -> Path:
+    world = tmp_path / "corrupt"
+    assert main(["data", "make-world", str(world), "--n", "2"]) == 0
+    shard = world / "shard-00000.parquet"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    return world
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["make-world", "{tmp}/w", "--n", "2", "--variant", "easy"], "unknown world variant 'easy'"),
+        (["stats", "{tmp}/missing"], "missing"),
+        (["stats", "{corrupt}"], "shard-00000.parquet"),
+        (["import-coco", "{tmp}/nothing.json", "--images", "{tmp}", "--out", "{tmp}/d"], "nothing.json"),
+        (["export-coco", "{corrupt}", "--out", "{tmp}/c.json"], "shard-00000.parquet"),
+    ],
+)
+def test_data_errors_are_one_line_and_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture, arguments: list[str], message: str
+) -> None:
+    corrupt = _corrupt_world(tmp_path) if "{corrupt}" in arguments else None
+    before = sorted(tmp_path.rglob("*"))
+    filled = [argument.format(tmp=tmp_path, corrupt=corrupt) for argument in arguments]
+    capsys.readouterr()
+    assert main(["data", *filled]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1 and "Traceback" not in error
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_skip_bad_reads_past_a_corrupt_shard_and_names_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    world = tmp_path / "world"
+    assert main(["data", "make-world", str(world), "--n", "4", "--shard-size", "2", "--workers", "1"]) == 0
+    shard = world / "shard-00001.parquet"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    capsys.readouterr()
+    assert main(["data", "stats", str(world), "--skip-bad", "--out", str(tmp_path / "stats")]) == 0
+    printed = capsys.readouterr().out
+    assert "2 records" in printed and printed.count("skipped: ") == 2 and "shard-00001.parquet" in printed
+    assert main(["data", "export-coco", str(world), "--out", str(tmp_path / "c.json"), "--skip-bad"]) == 0
+    assert "(2 records skipped)" in capsys.readouterr().out

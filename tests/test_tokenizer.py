@@ -267,3 +267,25 @@ def test_add_prefix_space_from_the_config_survives_a_save(tmp_path: Path) -> Non
         expected = reference(text, add_special_tokens=False).input_ids
         assert ours.encode(text) == again.encode(text) == expected
     assert ours.encode("car")[0] == ours.encode(" car")[0]  # the prefix space is really on
+
+
+@pytest.mark.oracle
+def test_bundled_tokenizer_is_learned_from_the_world_and_reads_like_an_official_one(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from omnivis.loading import bundled_tokenizer
+    from omnivis.world import VARIANTS, generate
+
+    tokenizer = bundled_tokenizer()
+    texts = [text for record in generate(20, 123, VARIANTS["hard"]) for text in record.texts() if text]
+    words = sum(len(text.split()) for text in texts)
+    tokens = sum(len(tokenizer.encode(text)) for text in texts)
+    # A BPE learned elsewhere spends about two tokens per world word; this one was learned on the world.
+    assert tokens / words < 1.3
+    assert all(tokenizer.decode(tokenizer.encode(text)) == text for text in texts)
+    tokenizer.save(tmp_path)
+    reference = AutoTokenizer.from_pretrained(tmp_path)
+    for text in texts[:300]:
+        assert reference(text, add_special_tokens=False).input_ids == tokenizer.encode(text)
+    locations = [f"<loc_{index}>" for index in (0, 500, 999)]
+    assert reference.convert_tokens_to_ids(locations) == tokenizer.encode("".join(locations))

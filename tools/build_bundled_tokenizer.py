@@ -12,10 +12,8 @@ still reads ordinary English. The result is deterministic for a given corpus.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
 from pathlib import Path
 
-from omnivis.data.records import Record
 from omnivis.loading import BUNDLED_TOKENIZER
 from omnivis.tasks import TASKS
 from omnivis.tokenizer import train_tokenizer
@@ -26,23 +24,11 @@ WORLD_SCENES = 4000
 WORLD_SEED = 1_000_003  # not a seed the tests, the demo or the model card use
 
 
-def record_texts(record: Record) -> Iterator[str]:
-    """Every piece of text a record holds: what a model reads in prompts or writes in targets."""
-    yield from (caption.text for caption in record.captions)
-    for region in record.regions:
-        yield from (region.category, region.phrase, region.description)
-    yield from (line.text for line in record.text_lines)
-    yield from (grounding.caption for grounding in record.groundings)
-    yield from (referring.expression for referring in record.referring)
-    for question in record.questions:
-        yield from (question.question, question.answer)
-
-
 def corpus(paths: list[Path], world_scenes: int) -> list[str]:
     lines = [task.prompt for task in TASKS.values()] + [task.description for task in TASKS.values()]
     for config in VARIANTS.values():
         for record in generate(world_scenes, WORLD_SEED, config):
-            lines += [text for text in record_texts(record) if text]
+            lines += [text for text in record.texts() if text]
     for path in paths:
         lines += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return lines

@@ -77,11 +77,13 @@ def _add_data_commands(data: argparse.ArgumentParser) -> None:
     coco_out.add_argument("dataset", type=Path)
     coco_out.add_argument("--out", type=Path, required=True, help="the JSON file to write")
     coco_out.add_argument("--images", type=Path, help="where to write the images (default: beside the JSON)")
+    coco_out.add_argument("--skip-bad", action="store_true", help="skip unreadable records and list them")
 
     stats = commands.add_parser("stats", help="count examples per task and class; draw a few samples")
     stats.add_argument("dataset", type=Path)
     stats.add_argument("--out", type=Path, help="where to write stats.json and drawings (default: DATASET-stats)")
     stats.add_argument("--samples", type=int, default=2, help="samples drawn per task")
+    stats.add_argument("--skip-bad", action="store_true", help="skip unreadable records and list them")
 
 
 def _run_data_command(args: argparse.Namespace) -> None:
@@ -102,12 +104,17 @@ def _run_data_command(args: argparse.Namespace) -> None:
             print(f"skipped: {line}")
         print(f"{manifest.total_records} records written to {args.out} ({len(skipped)} items skipped)")
     elif args.data_command == "export-coco":
-        print(f"COCO JSON written to {build.export_coco_dataset(args.dataset, args.out, images_dir=args.images)}")
+        path, skipped = build.export_coco_dataset(
+            args.dataset, args.out, images_dir=args.images, skip_bad=args.skip_bad
+        )
+        for line in skipped:
+            print(f"skipped: {line}")
+        print(f"COCO JSON written to {path} ({len(skipped)} records skipped)")
     elif args.data_command == "stats":
         from omnivis.data.stats import dataset_stats
 
         out = args.out or args.dataset.with_name(args.dataset.name + "-stats")
-        stats = dataset_stats(args.dataset, out, samples_per_task=args.samples)
+        stats = dataset_stats(args.dataset, out, samples_per_task=args.samples, skip_bad=args.skip_bad)
         print(stats.table())
         print(f"stats.json and {len(stats.drawn)} drawings written to {out}")
 

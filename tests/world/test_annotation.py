@@ -154,3 +154,23 @@ def test_generate_yields_consecutive_records() -> None:
 def test_generate_refuses_bad_ranges_at_once(count: object, start: object) -> None:
     with pytest.raises(InputError, match="non-negative integer"):
         generate(count, 0, start=start)  # type: ignore[arg-type]
+
+
+def test_png_writer_gives_decoders_the_exact_pixels_of_any_rgb_image() -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from omnivis.errors import InputError
+    from omnivis.world.annotation import encode_png
+
+    rng = np.random.default_rng(0)
+    for height, width in ((1, 1), (3, 7), (256, 256), (31, 400)):
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        decoded = Image.open(io.BytesIO(encode_png(Image.fromarray(pixels))))
+        decoded.load()  # verifies every chunk's CRC and the zlib stream
+        assert decoded.format == "PNG" and decoded.mode == "RGB"
+        assert np.array_equal(np.asarray(decoded), pixels)
+    with pytest.raises(InputError, match="mode L"):
+        encode_png(Image.new("L", (2, 2)))

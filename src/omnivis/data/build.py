@@ -123,8 +123,17 @@ def import_coco_dataset(
 
 
 def export_coco_dataset(
-    directory: str | Path, out_json: str | Path, *, images_dir: str | Path | None = None
-) -> Path:
-    """Export a Parquet dataset as COCO instances JSON plus its image files: `omnivis data export-coco`."""
-    dataset = open_dataset(directory)
-    return export_coco(iter(dataset), out_json, images_dir=images_dir)
+    directory: str | Path,
+    out_json: str | Path,
+    *,
+    images_dir: str | Path | None = None,
+    skip_bad: bool = False,
+) -> tuple[Path, list[str]]:
+    """Export a Parquet dataset as COCO instances JSON plus its image files: `omnivis data export-coco`.
+
+    Returns:
+        The JSON written, and one line per record skipped as unreadable (only with `skip_bad`).
+    """
+    dataset = open_dataset(directory, skip_bad=skip_bad, check_images=skip_bad)
+    path = export_coco(iter(dataset), out_json, images_dir=images_dir)
+    return path, [f"{item.file} row {item.row} ({item.image_id}): {item.reason}" for item in dataset.skipped]

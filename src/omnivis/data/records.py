@@ -20,7 +20,7 @@ Records are frozen dataclasses of tuples: comparable with `==`, hashable, and sa
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -176,6 +176,18 @@ class Record:
     def ocr_text(self) -> str:
         """All text lines, in reading order, one per line: the answer of the OCR task."""
         return "\n".join(line.text for line in self.text_lines)
+
+    def texts(self) -> Iterator[str]:
+        """Every piece of text the record holds (what a model reads in prompts or writes in targets), in
+        field order; a tokenizer for from-scratch models is learned from these."""
+        yield from (caption.text for caption in self.captions)
+        for region in self.regions:
+            yield from (region.category, region.phrase, region.description)
+        yield from (line.text for line in self.text_lines)
+        yield from (grounding.caption for grounding in self.groundings)
+        yield from (referring.expression for referring in self.referring)
+        for question in self.questions:
+            yield from (question.question, question.answer)
 
     def validate(self) -> Record:
         """Check every invariant of the record; return it unchanged.

@@ -34,6 +34,7 @@ class DatasetStats:
         unrepresentable: Examples that cannot be written as targets, per task (each is named in `problems`).
         problems: One line per unrepresentable example: image id, task and reason.
         drawn: Paths of the sample drawings written.
+        skipped: Records left out as unreadable or invalid (only when reading with `skip_bad`), each named.
     """
 
     records: int = 0
@@ -44,6 +45,7 @@ class DatasetStats:
     unrepresentable: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
     drawn: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The counts as plain JSON types, tasks in registry order and categories by name."""
@@ -56,6 +58,7 @@ class DatasetStats:
             "unrepresentable": {task: self.unrepresentable[task] for task in TASKS if self.unrepresentable[task]},
             "problems": self.problems,
             "drawn": [str(path) for path in self.drawn],
+            "skipped": self.skipped,
         }
 
     def table(self) -> str:
@@ -67,11 +70,16 @@ class DatasetStats:
             lines.append(f"{task:<36} {counts[0]:>8} {counts[1]:>9} {counts[2]:>16}")
         top = ", ".join(f"{name} {count}" for name, count in self.categories.most_common(12))
         lines.append(f"{len(self.categories)} categories: {top}")
+        lines += [f"skipped: {line}" for line in self.skipped]
         return "\n".join(lines)
 
 
 def dataset_stats(
-    directory: str | Path, out_dir: str | Path | None = None, *, samples_per_task: int = 2
+    directory: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    samples_per_task: int = 2,
+    skip_bad: bool = False,
 ) -> DatasetStats:
     """Count a dataset's examples per task and regions per category; draw a few samples of each task.
 
@@ -79,13 +87,15 @@ def dataset_stats(
         directory: A Parquet dataset written by omnivis.
         out_dir: Where to write `stats.json` and the drawings (`<task>-<n>.png`); None writes nothing.
         samples_per_task: Examples drawn per task.
+        skip_bad: Skip unreadable shards and invalid records (listed in `skipped`) instead of stopping.
 
     Returns:
         The counts, and the paths of the drawings.
     """
     stats = DatasetStats()
     pending = {task: samples_per_task for task in TASKS} if out_dir is not None else {}
-    for record in open_dataset(directory):
+    dataset = open_dataset(directory, skip_bad=skip_bad, check_images=skip_bad)
+    for record in dataset:
         examples, unrepresentable = all_examples(record)
         _count(stats, record, examples)
         for item in unrepresentable:
@@ -93,6 +103,7 @@ def dataset_stats(
             stats.problems.append(f"{item.image_id}: {item.task}: {item.reason}")
         if out_dir is not None and any(pending[example.task] for example in examples):
             _draw_samples(record, examples, pending, Path(out_dir), stats)
+    stats.skipped = [f"{item.file} row {item.row} ({item.image_id}): {item.reason}" for item in dataset.skipped]
     if out_dir is not None:
         atomic_write_json(Path(out_dir) / "stats.json", stats.to_json())
     return stats

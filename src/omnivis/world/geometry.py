@@ -145,8 +145,15 @@ def bounds(polygons: Sequence[Points]) -> tuple[float, float, float, float]:
 
 
 def subtract(visible: shapely.Geometry, occluder: shapely.Geometry) -> shapely.Geometry:
-    """What remains of `visible` once `occluder` is drawn over it, computed on the 1/16-pixel grid."""
-    return shapely.difference(visible, occluder, grid_size=GRID_SIZE)
+    """What remains of `visible` once `occluder` is drawn over it, computed on the 1/16-pixel grid.
+
+    Snapping to the grid can leave slivers collapsed to lines or points beside the polygons; they hold no
+    pixels, and GEOS refuses such mixed collections as input to the next overlay, so only polygons are kept.
+    """
+    remaining = shapely.difference(visible, occluder, grid_size=GRID_SIZE)
+    if isinstance(remaining, shapely.Polygon | shapely.MultiPolygon):
+        return remaining
+    return shapely.MultiPolygon(polygon_parts(remaining))
 
 
 def polygon_parts(geometry: shapely.Geometry) -> list[shapely.Polygon]:
