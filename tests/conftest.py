@@ -1,5 +1,9 @@
 """Test-session settings shared by every test module."""
 
+import os
+from pathlib import Path
+
+import pytest
 import torch
 
 # One intra-op thread: the suite's tensors are small, and on a loaded 2-core machine OpenMP threads that spin
@@ -7,11 +11,6 @@ import torch
 # never asserted in tests; speed lives in bench/.
 torch.set_num_threads(1)
 
-
-import os
-from pathlib import Path
-
-import pytest
 
 # Drawings that tests leave for a person to look at (samples of each task with their truth overlaid).
 # CI can collect this folder as an artifact; set OMNIVIS_TEST_ARTIFACTS to put it elsewhere.

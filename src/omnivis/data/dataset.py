@@ -178,7 +178,9 @@ class Dataset:
         with _open_shard(path, shard) as parquet_file:
             group, group_start = _row_group_of(parquet_file.metadata, row)
             table = _read_rows(parquet_file, path, group, group_start, range(row, row + 1))
-        return self._to_record(table.to_pylist()[0], path, row, strict=True)
+        record = self._to_record(table.to_pylist()[0], path, row, strict=True)
+        assert record is not None  # strict conversion raises rather than skipping
+        return record
 
     def _records_from(self, first: int, stride: int) -> Iterator[Record]:
         for number, shard in enumerate(self.manifest.shards):

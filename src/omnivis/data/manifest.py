@@ -201,11 +201,15 @@ class Manifest:
             if data.get(key) != supported:
                 raise DatasetError(f"{where}: {key} {data.get(key)!r}; this omnivis reads {supported}")
         shards = tuple(_shard_entry(entry, where) for entry in _typed(data, "shards", list, where))
+        tables = {name: _count_table(data, name, where) for name in _COUNT_TABLES}
         manifest = cls(
             description=_typed(data, "description", str, where),
             total_records=_typed(data, "total_records", int, where),
             shards=shards,
-            **{name: _count_table(data, name, where) for name in _COUNT_TABLES},
+            sources=tables["sources"],
+            annotations=tables["annotations"],
+            categories=tables["categories"],
+            tasks=tables["tasks"],
         )
         _check_shard_layout(manifest, where)
         return manifest
@@ -220,7 +224,7 @@ def _mapping(value: object, what: str, where: str) -> dict[str, Any]:
 def _typed(data: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
     value = data.get(key)
     # bool is an int subclass in Python, never a count or an index here.
-    if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
+    if not isinstance(value, kind) or (isinstance(value, int) and (isinstance(value, bool) or value < 0)):
         expected = "a non-negative integer" if kind is int else f"a JSON {kind.__name__}"
         raise DatasetError(f"{where}: field {key!r} must be {expected}, got {value!r}")
     return value

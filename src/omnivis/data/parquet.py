@@ -94,7 +94,11 @@ def write_dataset(
         finally:
             writer.close()
         total = sum(shard.records for shard in shards)
-        manifest = Manifest(description, total, shards, **counts.as_manifest_fields())
+        tables = counts.as_manifest_fields()
+        manifest = Manifest(
+            description, total, shards, sources=tables["sources"], annotations=tables["annotations"],
+            categories=tables["categories"], tasks=tables["tasks"],
+        )  # fmt: skip
         atomic_write_json(staging / MANIFEST_NAME, manifest.to_dict())
     return manifest
 

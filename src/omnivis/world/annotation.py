@@ -45,7 +45,7 @@ from omnivis.world.text import TextObject
 
 WORLD = Provenance("world", 0)  # every world annotation is original, exact truth
 SOURCE = "world"
-# zlib level of the PNG data: 3 makes 256x256 scenes smaller than Pillow's level 1 in about a third of its time.
+# zlib level of the PNG data: 3 makes scenes smaller than Pillow's level 1 does, in about a third of its time.
 PNG_ZLIB_LEVEL = 3
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_FILTER_UP = 2  # each byte stored as its difference from the byte above: flat areas become zeros
