@@ -442,11 +442,18 @@ def test_all_examples_reports_each_refusal_and_keeps_the_rest(tokenizer) -> None
 
 
 def test_all_examples_reports_targets_over_budget(tokenizer) -> None:
-    # Token counts of the bundled tokenizer: "two" 1, "Two stars and a square." 10, "Stars and a square." 9.
-    made, refused = all_examples(SCENE, ["<VQA>", "<CAPTION>"], tokenizer=tokenizer, max_target_tokens=11)
-    assert [example.target for example in made] == ["two", "blue", "Stars and a square."]
-    assert [(item.image_id, item.task) for item in refused] == [("scene-1", "<CAPTION>")]
-    assert refused[0].reason == "the target takes 12 tokens (with <s> and </s>), over the budget of 11"
+    targets = ["two", "blue", "Two stars and a square.", "Stars and a square."]
+    framed = {text: len(tokenizer.encode(text)) + 2 for text in targets}  # with <s> and </s>
+    longest = max(targets, key=framed.__getitem__)
+    budget = framed[longest] - 1  # one token short for the longest target only
+    assert sorted(framed.values()).count(framed[longest]) == 1
+    made, refused = all_examples(SCENE, ["<VQA>", "<CAPTION>"], tokenizer=tokenizer, max_target_tokens=budget)
+    assert [example.target for example in made] == [text for text in targets if text != longest]
+    assert [(item.image_id, item.task) for item in refused] == [
+        ("scene-1", "<VQA>" if longest in ("two", "blue") else "<CAPTION>")
+    ]
+    expected = f"the target takes {framed[longest]} tokens (with <s> and </s>), over the budget of {budget}"
+    assert refused[0].reason == expected
 
 
 def test_unrepresentable_and_target_error_are_plain_values() -> None:
