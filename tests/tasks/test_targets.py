@@ -339,7 +339,7 @@ def test_quads_outside_the_image_are_refused() -> None:
         SCENE.text_lines[0], quad=(100.0, 10.0, 1200.0, 10.0, 1200.0, 30.0, 100.0, 30.0)
     )
     record = dataclasses.replace(SCENE, text_lines=(line,))
-    assert "text line 0 quad reaches outside" in refusal("<OCR_WITH_REGION>", record)
+    assert "text line 0 quad: reaches outside the 1000x500 image" in refusal("<OCR_WITH_REGION>", record)
 
 
 def with_grounding(*phrases: GroundedPhrase, caption: str = "It is a red star.") -> Record:

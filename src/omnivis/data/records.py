@@ -217,7 +217,7 @@ class Record:
             _check_region(region, self.image_size, f"{where}, region {index}")
         for index, line in enumerate(self.text_lines):
             _check_annotation(line, (line.text,), f"{where}, text line {index}")
-            _check_points(line.quad, self.image_size, f"{where}, text line {index} quad", exact_count=8)
+            check_points(line.quad, self.image_size, f"{where}, text line {index} quad", exact_count=8)
         for index, grounding in enumerate(self.groundings):
             _check_annotation(grounding, (grounding.caption,), f"{where}, grounding {index}")
             _check_grounding(grounding, self.image_size, f"{where}, grounding {index}")
@@ -264,9 +264,15 @@ def check_box(box: Sequence[float], image_size: tuple[int, int], where: str) -> 
         raise DatasetError(f"{where}: box {box!r} reaches outside the {width}x{height} image")
 
 
-def _check_points(
+def check_points(
     points: Sequence[float], image_size: tuple[int, int], where: str, *, exact_count: int | None = None
 ) -> None:
+    """A flat x, y, ... list must hold finite numbers inside the image: `exact_count` of them (a quad's 8),
+    or, without it, a polygon's even number of at least 6.
+
+    Raises:
+        DatasetError: Naming `where` and the problem.
+    """
     count = len(points)
     if exact_count is not None and count != exact_count:
         raise DatasetError(f"{where}: needs {exact_count} coordinates, got {count}")
@@ -285,7 +291,7 @@ def _check_region(region: Region, image_size: tuple[int, int], where: str) -> No
     if not region.category:
         raise DatasetError(f"{where}: empty category")
     for index, polygon in enumerate(region.polygons):
-        _check_points(polygon, image_size, f"{where} polygon {index}")
+        check_points(polygon, image_size, f"{where} polygon {index}")
     if region.score is not None and not math.isfinite(region.score):
         raise DatasetError(f"{where}: score {region.score!r} is not finite")
 

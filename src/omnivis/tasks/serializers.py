@@ -24,12 +24,11 @@ open-vocabulary queries alphabetically. Crowd regions are left out of the region
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from omnivis.data.records import Box, CaptionLevel, Record, Region, check_box
+from omnivis.data.records import Box, CaptionLevel, Record, Region, check_box, check_points
 from omnivis.errors import DatasetError
 from omnivis.tasks.locations import format_locations, quantize
 from omnivis.tasks.targets import Example, Item, TaskInput, Unrepresentable
@@ -100,16 +99,10 @@ def _quantize_all(groups: Sequence[Sequence[float]], image_size: tuple[int, int]
 
 def _check_points(points: Sequence[float], image_size: tuple[int, int], what: str, count: int | None) -> None:
     """Quantization clamps a point outside the image, which then never parses back."""
-    if count is not None and len(points) != count:
-        raise _Refusal(f"{what} needs {count} coordinates, got {len(points)}")
-    if count is None and (len(points) < 6 or len(points) % 2):
-        raise _Refusal(f"{what} needs an even number (at least 6) of coordinates, got {len(points)}")
-    if not all(isinstance(value, int | float) and math.isfinite(value) for value in points):
-        raise _Refusal(f"{what} holds a coordinate that is not a finite number")
-    width, height = image_size
-    xs, ys = points[0::2], points[1::2]
-    if min(xs) < 0 or min(ys) < 0 or max(xs) > width or max(ys) > height:
-        raise _Refusal(f"{what} reaches outside the {width}x{height} image")
+    try:
+        check_points(points, image_size, what, exact_count=count)
+    except DatasetError as error:
+        raise _Refusal(str(error)) from None
 
 
 # --- regions in their written order ------------------------------------------------------------------------
