@@ -126,3 +126,35 @@ def test_skip_bad_reads_past_a_corrupt_shard_and_names_it(tmp_path: Path, capsys
     assert "2 records" in printed and printed.count("skipped: ") == 2 and "shard-00001.parquet" in printed
     assert main(["data", "export-coco", str(world), "--out", str(tmp_path / "c.json"), "--skip-bad"]) == 0
     assert "(2 records skipped)" in capsys.readouterr().out
+
+
+def test_eval_scores_a_predictions_file_and_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from omnivis.eval.evaluation import collect_queries
+    from omnivis.eval.predictions import Prediction
+    from omnivis.world import generate
+
+    assert main(["data", "make-world", str(tmp_path / "world"), "--n", "3", "--seed", "5", "--workers", "1"]) == 0
+    records = list(generate(3, 5))
+    queries = collect_queries(records, ["<OD>", "<VQA>"]).queries
+    lines = [Prediction(q.image_id, q.task, q.input, q.answer).to_json() for task in queries.values() for q in task]
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    capsys.readouterr()
+    code = main(["eval", "--predictions", str(predictions), "--data", str(tmp_path / "world"), "--out", str(tmp_path / "out")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "<OD>" in printed and "<VQA>" in printed and "accuracy" in printed
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["<VQA>"]["accuracy"] == 1.0 and metrics["<OD>"]["AP50"] == pytest.approx(1.0)
+    assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_eval_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["data", "make-world", str(tmp_path / "world"), "--n", "2", "--seed", "5", "--workers", "1"]) == 0
+    capsys.readouterr()
+    code = main(["eval", "--predictions", str(tmp_path / "none.jsonl"), "--data", str(tmp_path / "world"),
+                 "--out", str(tmp_path / "out")])  # fmt: skip
+    assert code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "none.jsonl" in error
+    assert not (tmp_path / "out").exists()

@@ -50,7 +50,37 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("demo"))
 
     _add_data_commands(commands.add_parser("data", help="make, import, export and inspect datasets"))
+    _add_eval_command(commands.add_parser("eval", help="score a model or a predictions file against a dataset"))
     return parser
+
+
+def _add_eval_command(evaluation: argparse.ArgumentParser) -> None:
+    source = evaluation.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="checkpoint directory or preset name to run")
+    source.add_argument("--predictions", type=Path, help="a predictions JSON Lines file to score instead")
+    evaluation.add_argument("--data", type=Path, required=True, help="the dataset directory holding the truth")
+    evaluation.add_argument("--tasks", nargs="+", help='task tokens, e.g. "<OD>" "<CAPTION>" (default: all it can)')
+    evaluation.add_argument("--limit", type=int, help="evaluate only the first N records")
+    evaluation.add_argument("--out", type=Path, required=True, help="where to write metrics, predictions and report")
+    evaluation.add_argument("--batch-size", type=int, default=16)
+    evaluation.add_argument("--num-beams", type=int, default=3)
+    evaluation.add_argument("--max-new-tokens", type=int, default=1024)
+    evaluation.add_argument("--device", default="cpu")
+
+
+def _run_eval_command(args: argparse.Namespace) -> None:
+    import omnivis.eval as evaluation
+
+    if args.predictions is not None:
+        metrics = evaluation.score(args.predictions, args.data, args.tasks, limit=args.limit, out_dir=args.out)
+    else:
+        settings = evaluation.DecodingSettings(args.batch_size, args.num_beams, args.max_new_tokens)
+        metrics = evaluation.evaluate(
+            args.model, args.data, args.tasks, limit=args.limit, settings=settings, out_dir=args.out,
+            progress=True, device=args.device,
+        )  # fmt: skip
+    print(evaluation.format_table(metrics))
+    print(f"metrics.json, details.json, predictions.jsonl and report.html written to {args.out}/")
 
 
 def _add_data_commands(data: argparse.ArgumentParser) -> None:
@@ -142,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_demo(args.out, model=args.model, image=args.image)
         elif args.command == "data":
             _run_data_command(args)
+        elif args.command == "eval":
+            _run_eval_command(args)
     except OmnivisError as error:
         print(f"omnivis: error: {error}", file=sys.stderr)
         return 2

@@ -213,19 +213,29 @@ def _checked_image_format(record: Record) -> str:
     return image_format
 
 
+def region_area(region: Region, width: int, height: int) -> float:
+    """A region's COCO "area": pycocotools' area of its rasterized polygons, else its box's width * height.
+
+    COCO evaluation reads it for the small/medium/large ranges (APs, APm, APl).
+    """
+    if not region.polygons:
+        x0, y0, x1, y1 = region.box
+        return (x1 - x0) * (y1 - y0)
+    polygon_masks = mask_utils.frPyObjects([list(polygon) for polygon in region.polygons], height, width)
+    return float(mask_utils.area(mask_utils.merge(polygon_masks)))
+
+
 def _annotation_entry(annotation_id: int, region: Region, width: int, height: int) -> dict[str, Any]:
     """One region as a COCO annotation; its image and category ids are filled in at the end."""
     x0, y0, x1, y1 = region.box
     segmentation: list[list[float]] | dict[str, Any]
     if region.polygons:
         segmentation = [list(polygon) for polygon in region.polygons]
-        polygon_masks = mask_utils.frPyObjects(segmentation, height, width)
-        area = float(mask_utils.area(mask_utils.merge(polygon_masks)))
     else:
         # pycocotools reads a box (rather than a polygon) only from a numpy array.
         box_mask = mask_utils.frPyObjects(np.array([[x0, y0, x1 - x0, y1 - y0]]), height, width)[0]
         segmentation = {"size": box_mask["size"], "counts": box_mask["counts"].decode("ascii")}
-        area = (x1 - x0) * (y1 - y0)
+    area = region_area(region, width, height)
     return {
         "id": annotation_id,
         "category_name": region.category,
