@@ -5,8 +5,8 @@ is the one `run(..., return_scores=True)` gives it (the geometric-mean probabili
 tokens); a box without a score is ranked by its place in the answer, scored 1 / (1 + position), so that every
 image's first box comes before every image's second. `RANKING_RULE` says this beside the numbers.
 
-Images, categories and annotations are numbered here; labels are matched to categories by exact text after
-stripping surrounding white space. A predicted label that names no category of the truth cannot be a true
+Images, categories and annotations are numbered here; labels are matched to categories by exact text in the
+form the reference parser leaves labels (`label_key`: non-ASCII removed, white space stripped). A predicted label that names no category of the truth cannot be a true
 positive of any category, and COCOeval scores categories one by one, so such boxes are left out and counted
 (`unknown_labels`). Class-agnostic tasks (region proposals, dense region captions) put every box in one
 category. COCOeval's -1 (a quantity without ground truth) becomes None.
@@ -24,7 +24,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from omnivis.eval.queries import GroundTruthBox
+from omnivis.eval.queries import GroundTruthBox, label_key
 
 RANKING_RULE = (
     "detections ranked by their box scores (location-token probabilities); a box without a score by its "
@@ -83,7 +83,9 @@ def coco_detection_metrics(
         The metrics (None where COCO leaves a quantity undefined: no ground truth in its range) and the
         count of boxes left out for a label that is no category of the truth.
     """
-    categories = ["object"] if class_agnostic else sorted({t.label.strip() for s in samples for t in s.truth})
+    categories = (
+        ["object"] if class_agnostic else sorted({label_key(t.label) for s in samples for t in s.truth})
+    )
     category_ids = {name: index + 1 for index, name in enumerate(categories)}
     truth_document = _truth_document(samples, category_ids, class_agnostic)
     detections, unknown = _detections(samples, category_ids, class_agnostic)
@@ -117,7 +119,7 @@ def _truth_document(
     for image_index, sample in enumerate(samples):
         for item in sample.truth:
             x0, y0, x1, y1 = item.box
-            category = 1 if class_agnostic else category_ids[item.label.strip()]
+            category = 1 if class_agnostic else category_ids[label_key(item.label)]
             annotations.append({
                 "id": len(annotations) + 1, "image_id": image_index + 1, "category_id": category,
                 "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float(item.area), "iscrowd": int(item.is_crowd),
@@ -133,7 +135,7 @@ def _detections(
     for image_index, sample in enumerate(samples):
         scores = ranking_scores(len(sample.boxes), sample.scores)
         for box, label, score in zip(sample.boxes, sample.labels, scores, strict=True):
-            category = 1 if class_agnostic else category_ids.get(label.strip())
+            category = 1 if class_agnostic else category_ids.get(label_key(label))
             if category is None:
                 unknown += 1
                 continue

@@ -5,7 +5,8 @@ loader); the tests check them against hand-computed values.
 - Phrase grounding (Flickr30k Entities protocol, "any box"): each phrase with true boxes counts once; the
   model's top-ranked box for the phrase (the highest score, else the first in the answer) is a hit when it
   overlaps any of the phrase's true boxes by IoU >= 0.5. A phrase is matched to the answer's labels by
-  exact text after stripping white space; phrases the answer lacks are misses. Recall@1 = hits / phrases.
+  exact text in the form the parser leaves labels (non-ASCII removed, white space stripped); phrases the
+  answer lacks are misses. Recall@1 = hits / phrases.
 - Referring expression comprehension (paper, section 6: `<OPEN_VOCABULARY_DETECTION>` given the expression):
   the answer's first box (a polygon answer's first object's bounding box) is correct when its IoU with the
   referent's box is >= 0.5. accuracy@0.5 = correct / expressions.
@@ -21,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from omnivis.eval.overlap import box_iou, mask_overlap
+from omnivis.eval.queries import label_key
 
 IOU_THRESHOLD = 0.5  # a box is right when it overlaps the truth by at least this much
 
@@ -30,11 +32,11 @@ def grounding_hits(
 ) -> list[bool]:
     """For each true (phrase, boxes), whether the answer's top box for the phrase is right."""
     boxes = [] if answer is None else list(answer.get("bboxes", []))
-    labels = [] if answer is None else [str(label).strip() for label in answer.get("labels", [])]
+    labels = [] if answer is None else [label_key(str(label)) for label in answer.get("labels", [])]
     scores = None if answer is None else answer.get("scores")
     hits = []
     for phrase, true_boxes in truth:
-        candidates = [index for index, label in enumerate(labels) if label == phrase.strip()]
+        candidates = [index for index, label in enumerate(labels) if label == label_key(phrase)]
         if not candidates:
             hits.append(False)
             continue

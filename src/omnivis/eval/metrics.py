@@ -29,7 +29,7 @@ import numpy as np
 
 from omnivis.eval import captioning, detection, localization, ocr, vqa
 from omnivis.eval.overlap import box_iou, greedy_matches
-from omnivis.eval.queries import Query
+from omnivis.eval.queries import Query, label_key
 
 # The order metrics are listed in, everywhere.
 METRIC_NAMES = (
@@ -103,7 +103,7 @@ def _image_f1(sample: detection.DetectionSample, class_agnostic: bool) -> float:
     overlaps = box_iou([sample.boxes[index] for index in order], [item.box for item in truth])
     same = np.array(
         [
-            [class_agnostic or sample.labels[index].strip() == item.label.strip() for item in truth]
+            [class_agnostic or label_key(sample.labels[index]) == label_key(item.label) for item in truth]
             for index in order
         ]
     )

@@ -87,6 +87,12 @@ def input_key(task_input: TaskInput, image_size: tuple[int, int]) -> str:
     return format_box(task_input, image_size)
 
 
+def label_key(label: str) -> str:
+    """A label as it can be compared with a parsed answer's: the reference parser removes non-ASCII characters
+    from box labels and strips white space, so a true phrase is compared in the same form."""
+    return label.encode("ascii", "ignore").decode("ascii").strip()
+
+
 def queries(record: Record, task: str) -> list[Query]:
     """Every query of one task that a record's annotations can judge, in a deterministic order.
 
@@ -152,7 +158,7 @@ def _grounding(record: Record, task: str) -> Iterator[Query]:
         truth = [
             (phrase.phrase, phrase.boxes)
             for phrase in phrases
-            if phrase.boxes and phrase.phrase not in BANNED_GROUNDING_PHRASES
+            if phrase.boxes and phrase.phrase.strip() not in BANNED_GROUNDING_PHRASES
         ]
         if not truth:
             continue
