@@ -39,7 +39,11 @@ def world() -> list[Record]:
 
 def _truth_predictions(records: list[Record]) -> list[Prediction]:
     collected = collect_queries(records, None)
-    return [Prediction(q.image_id, q.task, q.input, q.answer) for task_queries in collected.queries.values() for q in task_queries]
+    return [
+        Prediction(q.image_id, q.task, q.input, q.answer)
+        for task_queries in collected.queries.values()
+        for q in task_queries
+    ]
 
 
 def _assert_best(metrics: dict[str, dict[str, float | None]]) -> None:
@@ -63,7 +67,9 @@ def test_every_task_is_evaluated_and_truth_scores_the_maximum(world: list[Record
         assert details["answered"] == details["queries"] > 0, task
     written = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert written == evaluation.metrics
-    assert {"details.json", "predictions.jsonl", "report.html", "gallery"} <= {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"details.json", "predictions.jsonl", "report.html", "gallery"} <= {
+        p.name for p in (tmp_path / "out").iterdir()
+    }
 
 
 def test_the_written_predictions_score_the_same_again(world: list[Record], tmp_path: Path) -> None:
@@ -99,7 +105,9 @@ def test_parsed_targets_score_at_the_top(world: list[Record]) -> None:
 def test_a_random_tiny_model_scores_near_zero(world: list[Record], tmp_path: Path) -> None:
     settings = DecodingSettings(batch_size=64, num_beams=1, max_new_tokens=12)
     evaluation = run_evaluation("tiny", world[:2], settings=settings, out_dir=tmp_path / "tiny")
-    assert set(evaluation.metrics) == {task for task in TASKS if collect_queries(world[:2], None).queries.get(task)}
+    assert set(evaluation.metrics) == {
+        task for task in TASKS if collect_queries(world[:2], None).queries.get(task)
+    }
     for task, values in evaluation.metrics.items():
         for name, value in values.items():
             if value is None:
@@ -162,5 +170,7 @@ def test_a_dataset_directory_is_read_and_limited(world: list[Record], tmp_path: 
     truth = _truth_predictions(world[:4])
     limited = score_evaluation(truth, tmp_path / "dataset", ["<OD>"], limit=2)
     assert limited.details["<OD>"]["queries"] == 2
-    assert limited.details["<OD>"]["skipped predictions"] == {"image id not in the dataset (or past --limit)": 2}
+    assert limited.details["<OD>"]["skipped predictions"] == {
+        "image id not in the dataset (or past --limit)": 2
+    }
     assert limited.metrics["<OD>"]["AP"] == pytest.approx(1.0)

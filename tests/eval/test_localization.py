@@ -204,4 +204,3 @@ def test_both_empty_agree_perfectly() -> None:
     metrics, ious = segmentation_overlap(answers, [[], [_rectangle(0, 0, 10, 10)]], [(40, 40), (40, 40)])
     assert ious == pytest.approx([1.0, 0.5], abs=1e-12)
     assert metrics == pytest.approx({"mIoU": 0.75, "oIoU": 50 / 100}, abs=1e-12)
-
