@@ -137,11 +137,11 @@ def score_predictions(predictions: Iterable[Prediction], collected: TaskQueries)
     answered = {task: [False] * len(task_queries) for task, task_queries in collected.queries.items()}
     skipped: dict[str, Counter[str]] = {task: Counter() for task in [*collected.queries, OTHER]}
     for prediction in predictions:
-        bucket, reason = _match(prediction, collected, index, answered)
-        if reason is not None:
-            skipped[bucket][reason] += 1
+        bucket, outcome = _match(prediction, collected, index, answered)
+        if isinstance(outcome, str):
+            skipped[bucket][outcome] += 1
             continue
-        for task, number in index[_prediction_key(prediction, collected)]:
+        for task, number in outcome:
             answers[task][number] = prediction.answer
             answered[task][number] = True
     scores = {task: TASK_METRICS[task](collected.queries[task], answers[task]) for task in collected.queries}
@@ -166,8 +166,8 @@ def _match(
     collected: TaskQueries,
     index: dict[tuple[str, str, str], list[tuple[str, int]]],
     answered: dict[str, list[bool]],
-) -> tuple[str, str | None]:
-    """(the task bucket to count it in, why the prediction is skipped or None when it is used)."""
+) -> tuple[str, str | list[tuple[str, int]]]:
+    """(the task bucket to count it in, why the prediction is skipped or else the query slots it answers)."""
     task = prediction.task
     if task not in TASKS:
         return OTHER, f"unknown task {task[:40]!r}"
@@ -177,7 +177,8 @@ def _match(
         return task, "image id not in the dataset (or past --limit)"
     problem = check_answer(task, prediction.answer)
     if problem is not None:
-        return task, f"invalid answer: {problem}"
+        # Counted by kind: the offending values (in the message after "got") would make every count a 1.
+        return task, f"invalid answer: {problem.split(', got ')[0]}"
     if isinstance(prediction.input, tuple) and not _is_box(prediction.input):
         return task, "invalid input: a region must be four numbers"
     try:
@@ -186,9 +187,10 @@ def _match(
         return task, "invalid input: a region outside its image"
     if key not in index:
         return task, "input is none of the image's queries"
-    if any(answered[match_task][number] for match_task, number in index[key]):
+    slots = index[key]
+    if any(answered[match_task][number] for match_task, number in slots):
         return task, "second answer to one query"
-    return task, None
+    return task, slots
 
 
 def _is_box(values: tuple[Any, ...]) -> bool:
