@@ -51,7 +51,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_data_commands(commands.add_parser("data", help="make, import, export and inspect datasets"))
     _add_eval_command(commands.add_parser("eval", help="score a model or a predictions file against a dataset"))
+    _add_train_command(commands.add_parser("train", help="train or fine-tune a model (torchrun for many GPUs)"))
     return parser
+
+
+def _add_train_command(train: argparse.ArgumentParser) -> None:
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--preset", help="a named recipe: tiny-world-cpu, tiny-world-gpu, base-finetune")
+    source.add_argument("--config", type=Path, help="a config JSON file (e.g. a run's config.json)")
+    train.add_argument("--init", help="start from this checkpoint directory (omnivis or official Florence-2)")
+    train.add_argument("--data", help="the training dataset directory (data.train)")
+    train.add_argument("--out", help="the run directory")
+    train.add_argument("--resume", nargs="?", const=True, default=False,
+                       help="continue from the run's latest checkpoint, or from the checkpoint given")  # fmt: skip
+    train.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.jsonl)")
+    train.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="config overrides, e.g. steps=500 optim.learning_rate=3e-4 model.freeze=vision")  # fmt: skip
 
 
 def _add_eval_command(evaluation: argparse.ArgumentParser) -> None:
@@ -174,6 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run_data_command(args)
         elif args.command == "eval":
             _run_eval_command(args)
+        elif args.command == "train":
+            from omnivis.train import resolve_config, train
+
+            config = resolve_config(args.preset, args.config, args.overrides, init=args.init, data=args.data, out=args.out)
+            train(config, resume=args.resume, progress=not args.no_progress)
     except OmnivisError as error:
         print(f"omnivis: error: {error}", file=sys.stderr)
         return 2

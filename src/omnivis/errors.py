@@ -29,3 +29,11 @@ class ParseError(OmnivisError, ValueError):
 class DatasetError(OmnivisError, ValueError):
     """A dataset cannot be read or written: a corrupt shard, a missing column, a record that breaks an
     invariant (an out-of-image box, a dangling id), or an image that does not decode."""
+
+
+class ConfigError(InputError):
+    """A training or recipe config is invalid: an unknown field, a wrongly typed or out-of-range value."""
+
+
+class TrainingError(OmnivisError):
+    """Training cannot go on: a non-finite loss, a diverged run, a checkpoint that does not fit the run."""

@@ -213,23 +213,39 @@ def predict_files(
 
 def save(predictor: Predictor, directory: str | Path) -> None:
     """Writes an omnivis checkpoint (safetensors + JSON config + tokenizer.json), atomically."""
-    model = predictor.model
     with atomic_directory(Path(directory)) as staging:
-        checkpoint.save_weights(model, staging / "model.safetensors")
-        atomic_write_json(staging / "config.json", {"format": OMNIVIS_FORMAT, "model": model.config.to_dict()})
-        atomic_write_json(staging / "generation_config.json", dataclasses.asdict(predictor.generation))
-        processing = predictor.image_processing
-        atomic_write_json(
-            staging / "preprocessor_config.json",
-            {
-                "size": {"height": processing.size[0], "width": processing.size[1]},
-                "image_mean": list(processing.mean),
-                "image_std": list(processing.std),
-            },
-        )
-        if predictor.parse_config:
-            atomic_write_json(staging / "processor_config.json", {"post_processor_config": predictor.parse_config})
-        predictor.tokenizer.save(staging)
+        write_checkpoint_files(predictor, staging)
 
 
-__all__ = ["load", "save"]
+def write_checkpoint_files(
+    predictor: Predictor, directory: Path, state: dict[str, torch.Tensor] | None = None
+) -> None:
+    """Writes the files of an omnivis checkpoint into an existing (staging) directory.
+
+    Args:
+        predictor: The model, tokenizer and settings to write.
+        directory: The directory, typically an `atomic_directory` staging one.
+        state: The weights to write instead of the model's own, e.g. gathered from FSDP shards.
+    """
+    model = predictor.model
+    if state is None:
+        checkpoint.save_weights(model, directory / "model.safetensors")
+    else:
+        checkpoint.save_state(state, directory / "model.safetensors")
+    atomic_write_json(directory / "config.json", {"format": OMNIVIS_FORMAT, "model": model.config.to_dict()})
+    atomic_write_json(directory / "generation_config.json", dataclasses.asdict(predictor.generation))
+    processing = predictor.image_processing
+    atomic_write_json(
+        directory / "preprocessor_config.json",
+        {
+            "size": {"height": processing.size[0], "width": processing.size[1]},
+            "image_mean": list(processing.mean),
+            "image_std": list(processing.std),
+        },
+    )
+    if predictor.parse_config:
+        atomic_write_json(directory / "processor_config.json", {"post_processor_config": predictor.parse_config})
+    predictor.tokenizer.save(directory)
+
+
+__all__ = ["load", "save", "write_checkpoint_files"]

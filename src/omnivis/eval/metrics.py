@@ -245,3 +245,43 @@ TASK_METRICS: dict[str, TaskMetric] = {
     "<REGION_TO_OCR>": _reading,
     "<VQA>": _questions,
 }
+
+# The one number per task a training run tracks and a model card reports (the paper's choice per benchmark).
+HEADLINE_METRICS: dict[str, str] = {
+    "<CAPTION>": "CIDEr",
+    "<DETAILED_CAPTION>": "CIDEr",
+    "<MORE_DETAILED_CAPTION>": "CIDEr",
+    "<OD>": "AP50",
+    "<DENSE_REGION_CAPTION>": "AP50",
+    "<REGION_PROPOSAL>": "AP50",
+    "<CAPTION_TO_PHRASE_GROUNDING>": "Recall@1",
+    "<REFERRING_EXPRESSION_SEGMENTATION>": "mIoU",
+    "<REGION_TO_SEGMENTATION>": "mIoU",
+    "<OPEN_VOCABULARY_DETECTION>": "acc@0.5",
+    "<REGION_TO_CATEGORY>": "accuracy",
+    "<REGION_TO_DESCRIPTION>": "CIDEr",
+    "<OCR>": "CER",
+    "<OCR_WITH_REGION>": "F1",
+    "<REGION_TO_OCR>": "CER",
+    "<VQA>": "accuracy",
+}
+
+
+def headline_score(metrics: dict[str, dict[str, float | None]]) -> float:
+    """One number to rank checkpoints by: the mean over tasks of each headline metric mapped to [0, 1].
+
+    CIDEr (0..10) is divided by 10, an error rate becomes max(0, 1 - rate), a missing value counts 0.
+    """
+    values = []
+    for task, task_metrics in metrics.items():
+        name = HEADLINE_METRICS[task]
+        value = task_metrics.get(name)
+        if value is None:
+            values.append(0.0)
+        elif name in LOWER_IS_BETTER:
+            values.append(max(0.0, 1.0 - value))
+        elif name == "CIDEr":
+            values.append(min(1.0, value / 10))
+        else:
+            values.append(value)
+    return sum(values) / len(values) if values else 0.0

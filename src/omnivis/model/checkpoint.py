@@ -177,8 +177,13 @@ def load_state_into(model: Florence2, state: dict[str, torch.Tensor], source: st
 
 def save_weights(model: Florence2, path: Path) -> None:
     """Writes the weights as safetensors (tied aliases stored once), to `path`."""
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k not in TIED_ALIASES}
-    save_file(state, str(path), metadata={"format": "pt", "producer": "omnivis"})
+    save_state(model.state_dict(), path)
+
+
+def save_state(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Writes an omnivis-named state dict as safetensors, tied aliases stored once."""
+    kept = {k: v.detach().cpu().contiguous() for k, v in state.items() if k not in TIED_ALIASES}
+    save_file(kept, str(path), metadata={"format": "pt", "producer": "omnivis"})
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -142,9 +142,17 @@ class Florence2(nn.Module):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         label_smoothing: float = 0.0,
+        image_index: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Teacher-forced pass. Returns `logits` (B, T, vocab) and, given `labels` (B, T), the mean token `loss`."""
-        encoded = self.encode(input_ids, attention_mask, pixel_values=pixel_values)
+        """Teacher-forced pass. Returns `logits` (B, T, vocab) and, given `labels` (B, T), the mean token `loss`.
+
+        `image_index` (B,), when given, says which of the `pixel_values` images each row reads, so several
+        prompts about one image share one pass through the vision tower (training draws several tasks per image).
+        """
+        image_tokens = self.encode_image(pixel_values)  # (images, N, d_model)
+        if image_index is not None:
+            image_tokens = image_tokens[image_index]  # (B, N, d_model)
+        encoded = self.encode(input_ids, attention_mask, image_tokens=image_tokens)
         hidden = self.language_model.decoder(decoder_input_ids, encoded.states, encoded.mask)
         logits = self.logits(hidden)
         output = {"logits": logits}

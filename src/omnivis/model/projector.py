@@ -53,6 +53,21 @@ class PositionEmbedding2D(nn.Module):
         grid = torch.cat([columns[None].expand(height, -1, -1), rows[:, None].expand(-1, width, -1)], dim=-1)
         return grid.permute(2, 0, 1)  # (C, H, W)
 
+    @torch.no_grad()
+    def resample_(self, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> None:
+        """Stretches the rows and columns a grid used over a new grid's, linearly, in place.
+
+        For a change of input size (the high-resolution stage): position i of the old grid meant the
+        fraction i / (old - 1) of the image, and keeps meaning it on the new grid, rather than its index.
+        """
+        for table, old, new in ((self.row_embeddings, old_grid[0], new_grid[0]),
+                                (self.column_embeddings, old_grid[1], new_grid[1])):  # fmt: skip
+            if max(old, new) > table.num_embeddings:
+                raise ValueError(f"grid side {max(old, new)} exceeds the position table ({table.num_embeddings})")
+            used = table.weight[:old].T[None]  # (1, C/2, old)
+            stretched = nn.functional.interpolate(used, size=new, mode="linear", align_corners=True)  # (1, C/2, new)
+            table.weight[:new] = stretched[0].T
+
 
 class TemporalEmbedding(nn.Module):
     """The fixed cosine table, kept as a buffer because the official checkpoints store it."""

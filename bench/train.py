@@ -1,0 +1,368 @@
+"""omnivis against the reference (transformers' Florence-2): one training step, same weights, same batch.
+
+    .venv/bin/python bench/train.py [--shape tiny|base] [--device cpu|cuda] [--dtype float32|bfloat16]
+                                    [--image-size 256] [--batch 16] [--prompt-tokens 12]
+                                    [--target-tokens 48] [--steps 5] [--repeats 3] [--profile]
+                                    [--write bench/RESULTS.md]
+
+A training step is: forward with labels, backward, AdamW step, zero_grad, in train mode (dropout on). The
+reference is built from the omnivis config of the chosen shape (`tiny` preset at 256x256 and batch 16 by
+default; `base` is the florence2-base preset at 768x768, batch 2) and its random weights are loaded into
+omnivis through omnivis's own checkpoint loader, so both are the same network. Before timing, the first
+batch's loss and gradient norm are compared in eval mode (float32, no dropout): both must agree within 1e-4
+relative. Then each side runs --steps steps per sample, the two alternating, --repeats samples; the median
+gives samples/s. On CUDA both run under bfloat16 autocast by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import torch
+from transformers import BartConfig, Florence2Config, Florence2ForConditionalGeneration, Florence2VisionConfig
+
+from omnivis.loading import bundled_tokenizer
+from omnivis.model import checkpoint
+from omnivis.model.florence import IGNORE_INDEX, Florence2, FlorenceConfig
+from omnivis.model.presets import OFFICIAL_VOCAB_SIZE, preset_config
+
+# shape name -> (preset, image side, batch): the defaults the task asks for.
+SHAPES = {"tiny": ("tiny", 256, 16), "base": ("florence2-base", 768, 2)}
+DECODER_START, PAD, BOS, EOS = 2, 1, 0, 2
+TOLERANCE = 1e-4  # relative, on loss and gradient norm; float32 sums in another order differ by ~1e-7
+
+
+@dataclass
+class Batch:
+    """One training batch, in the inputs each implementation expects."""
+
+    pixel_values: torch.Tensor  # (B, 3, H, W), already normalised
+    prompt_ids: torch.Tensor  # (B, P), right-padded with PAD
+    prompt_mask: torch.Tensor  # (B, P), 1 = real token
+    labels: torch.Tensor  # (B, T), IGNORE_INDEX past each target's end
+    decoder_input_ids: torch.Tensor  # (B, T): labels shifted right, DECODER_START first, padding as PAD
+    reference_ids: torch.Tensor  # (B, N + P): N `<image>` placeholders, then the prompt
+    reference_mask: torch.Tensor  # (B, N + P)
+
+
+@dataclass
+class Timing:
+    wall: float  # median seconds per timed sample
+    cpu: float  # median CPU seconds of this process (all threads) per timed sample
+    fastest: float  # the quickest and slowest sample's wall seconds: the spread a shared machine adds
+    slowest: float
+
+
+def reference_config(config: FlorenceConfig, image_token: int) -> Florence2Config:
+    """The transformers config of the network an omnivis `FlorenceConfig` describes."""
+    vision, projector, text = config.vision, config.projector, config.text
+    vision_config = Florence2VisionConfig(
+        in_channels=vision.in_channels, embed_dim=list(vision.embed_dims), depths=list(vision.depths),
+        num_heads=list(vision.num_heads), num_groups=list(vision.num_groups),
+        patch_size=list(vision.patch_sizes), patch_stride=list(vision.patch_strides),
+        patch_padding=list(vision.patch_paddings), patch_prenorm=list(vision.patch_prenorm),
+        window_size=vision.window_size, mlp_ratio=vision.mlp_ratio, qkv_bias=vision.qkv_bias,
+        drop_path_rate=vision.drop_path_rate, projection_dim=projector.projection_dim,
+        max_position_embeddings=projector.max_grid_positions,
+        max_temporal_embeddings=projector.max_temporal_embeddings,
+    )  # fmt: skip
+    text_config = BartConfig(
+        vocab_size=text.vocab_size, d_model=text.d_model, encoder_layers=text.encoder_layers,
+        decoder_layers=text.decoder_layers, encoder_attention_heads=text.encoder_attention_heads,
+        decoder_attention_heads=text.decoder_attention_heads, encoder_ffn_dim=text.encoder_ffn_dim,
+        decoder_ffn_dim=text.decoder_ffn_dim, max_position_embeddings=text.max_position_embeddings,
+        activation_function=text.activation_function, scale_embedding=text.scale_embedding,
+        dropout=text.dropout, attention_dropout=text.attention_dropout,
+        activation_dropout=text.activation_dropout, pad_token_id=text.pad_token_id,
+        bos_token_id=BOS, eos_token_id=EOS, decoder_start_token_id=DECODER_START,
+    )  # fmt: skip
+    return Florence2Config(vision_config=vision_config, text_config=text_config, image_token_id=image_token)
+
+
+def build_pair(
+    config: FlorenceConfig, device: str, seed: int = 0
+) -> tuple[Florence2, Florence2ForConditionalGeneration]:
+    """omnivis's model and the reference, holding the same weights (the reference's random initialisation)."""
+    torch.manual_seed(seed)
+    image_token = config.text.vocab_size - 1  # a row the batch never uses otherwise
+    reference = Florence2ForConditionalGeneration(reference_config(config, image_token))
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        # Random LayerNorm affines and biases, so a mis-wired norm or bias cannot pass the loss check.
+        for name, parameter in reference.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    ours = Florence2(config)
+    state = checkpoint.native_to_omnivis(reference.state_dict())
+    checkpoint.load_state_into(ours, state, "the reference's state_dict")
+    return ours.to(device), reference.to(device)
+
+
+def make_batch(
+    config: FlorenceConfig, batch: int, prompt_tokens: int, target_tokens: int, device: str
+) -> Batch:
+    """Random pixels and token ids with the padding a real batch has: prompts and targets of varied length."""
+    seeded = torch.Generator().manual_seed(2)
+    vocab = config.text.vocab_size
+    height, width = config.image_size
+    pixels = torch.randn(batch, 3, height, width, generator=seeded)
+    # Ordinary ids only: 0-2 are <s>, <pad>, </s>; the last row is the reference's <image> placeholder.
+    words = lambda rows, columns: torch.randint(3, vocab - 1, (rows, columns), generator=seeded)  # noqa: E731
+    length = lambda low, high: int(torch.randint(low, high + 1, (), generator=seeded))  # noqa: E731
+    prompt_ids, labels = words(batch, prompt_tokens), words(batch, target_tokens)
+    prompt_ids[:, 0], prompt_mask = BOS, torch.ones(batch, prompt_tokens, dtype=torch.long)
+    for row in range(batch):
+        prompt_length = length(max(2, prompt_tokens // 2), prompt_tokens)
+        target_length = length(max(1, target_tokens // 2), target_tokens)
+        prompt_ids[row, prompt_length - 1], prompt_ids[row, prompt_length:] = EOS, PAD
+        prompt_mask[row, prompt_length:] = 0
+        labels[row, target_length - 1], labels[row, target_length:] = EOS, IGNORE_INDEX
+    decoder_input_ids = torch.full_like(labels, DECODER_START)
+    decoder_input_ids[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == IGNORE_INDEX, PAD)
+    image = torch.full((batch, config.num_image_tokens), vocab - 1, dtype=torch.long)
+    reference_ids = torch.cat([image, prompt_ids], dim=1)
+    reference_mask = torch.cat([torch.ones_like(image), prompt_mask], dim=1)
+    tensors = (pixels, prompt_ids, prompt_mask, labels, decoder_input_ids, reference_ids, reference_mask)
+    return Batch(*(tensor.to(device) for tensor in tensors))
+
+
+def our_loss(model: Florence2, batch: Batch) -> torch.Tensor:
+    return model(
+        batch.pixel_values, batch.prompt_ids, batch.decoder_input_ids, batch.prompt_mask, batch.labels
+    )["loss"]
+
+
+def reference_loss(model: Florence2ForConditionalGeneration, batch: Batch) -> torch.Tensor:
+    return model(
+        input_ids=batch.reference_ids, pixel_values=batch.pixel_values, attention_mask=batch.reference_mask,
+        decoder_input_ids=batch.decoder_input_ids, labels=batch.labels,
+    ).loss  # fmt: skip
+
+
+def check_same_network(
+    ours: Florence2, reference: Florence2ForConditionalGeneration, batch: Batch
+) -> dict[str, tuple[float, float]]:
+    """First-batch loss and gradient norm of both, in eval mode and float32 (dropout and autocast would make
+    them differ by chance, not by fault). TF32 convolutions are turned off for the same reason."""
+    allow_tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    values: dict[str, list[float]] = {"loss": [], "gradient norm": []}
+    for model, loss_function in ((reference, reference_loss), (ours, our_loss)):
+        model.eval()
+        loss = loss_function(model, batch)
+        loss.backward()
+        gradients = [p.grad for p in model.parameters() if p.grad is not None]
+        values["loss"].append(loss.item())
+        values["gradient norm"].append(torch.stack([g.norm() for g in gradients]).norm().item())
+        model.zero_grad(set_to_none=True)
+        model.train()
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+    return {name: (pair[0], pair[1]) for name, pair in values.items()}
+
+
+def training_step(
+    model: torch.nn.Module,
+    loss_function: Callable[[torch.nn.Module, Batch], torch.Tensor],
+    batch: Batch,
+    steps: int,
+    device: str,
+    dtype: torch.dtype,
+) -> Callable[[], None]:
+    """A function running `steps` training steps of `model` on `batch` with its own AdamW."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01)
+    autocast = dtype != torch.float32
+
+    def run() -> None:
+        for _ in range(steps):
+            with torch.autocast(torch.device(device).type, dtype=dtype, enabled=autocast):
+                loss = loss_function(model, batch)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    return run
+
+
+def timed_pair(
+    reference: Callable[[], None], ours: Callable[[], None], repeats: int, device: str
+) -> tuple[Timing, Timing]:
+    """Median wall and CPU seconds of each function over `repeats` calls, after a warm-up (which also
+    allocates AdamW's state); the two alternate call by call, so drift in the machine's load falls on both
+    alike. CPU time is the process's, all threads: with one thread it leaves out time spent waiting for a
+    core; with more it also counts OpenMP threads spinning while a partner waits for one."""
+    synchronize = torch.cuda.synchronize if torch.device(device).type == "cuda" else lambda: None
+    reference(), ours()
+    walls: tuple[list[float], list[float]] = ([], [])
+    processor_times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for side, function in enumerate((reference, ours)):
+            synchronize()
+            wall_start, processor_start = time.perf_counter(), time.process_time()
+            function()
+            synchronize()
+            walls[side].append(time.perf_counter() - wall_start)
+            processor_times[side].append(time.process_time() - processor_start)
+    summary = [
+        Timing(statistics.median(wall), statistics.median(processor), min(wall), max(wall))
+        for wall, processor in zip(walls, processor_times)
+    ]
+    return summary[0], summary[1]
+
+
+def profile_pair(
+    reference: Callable[[], None], ours: Callable[[], None], on_gpu: bool, rows: int = 20
+) -> str:
+    """The operators of one step of each side by self time (GPU time on a GPU), side by side: call counts show
+    whether the two do the same work, times where it goes. The machine's load falls on each profile
+    separately, so compare counts first."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    activities += [torch.profiler.ProfilerActivity.CUDA] if on_gpu else []
+    tables: list[dict[str, tuple[int, float]]] = []
+    for function in (reference, ours, reference, ours):
+        with torch.profiler.profile(activities=activities) as profiler:
+            function()
+        tables.append({
+            event.key: (event.count, (event.self_device_time_total if on_gpu else event.self_cpu_time_total) / 1e3)
+            for event in profiler.key_averages()
+        })  # fmt: skip
+    tables = tables[2:]  # the profiler's first use costs hundreds of ms of set-up: a first round absorbs it
+    busiest = lambda key: -max(table.get(key, (0, 0.0))[1] for table in tables)  # noqa: E731
+    lines = [f"{'operator':<58} {'ref calls':>9} {'ref ms':>8} {'our calls':>9} {'our ms':>8}"]
+    for key in sorted(set(tables[0]) | set(tables[1]), key=busiest)[:rows]:
+        (reference_calls, reference_ms), (our_calls, our_ms) = (table.get(key, (0, 0.0)) for table in tables)
+        counts = f"{reference_calls:>9} {reference_ms:>8.1f} {our_calls:>9} {our_ms:>8.1f}"
+        lines.append(f"{key[:58]:<58} {counts}")
+    totals = [sum(milliseconds for _, milliseconds in table.values()) for table in tables]
+    lines.append(f"{'total self time':<58} {'':>9} {totals[0]:>8.1f} {'':>9} {totals[1]:>8.1f}")
+    return "\n".join(lines)
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add = parser.add_argument
+    add("--shape", choices=list(SHAPES), default="tiny")
+    add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add("--dtype", choices=["float32", "bfloat16"], help="bfloat16 means autocast (default on CUDA)")
+    add("--image-size", type=int, help="image side in pixels (default: 256 tiny, 768 base)")
+    add("--batch", type=int, help="samples per step (default: 16 tiny, 2 base)")
+    vocab_help = f"vocabulary rows (default: the bundled tokenizer's; base {OFFICIAL_VOCAB_SIZE})"
+    add("--vocab", type=int, help=vocab_help)
+    add("--prompt-tokens", type=int, default=12, help="prompt length, the longest in the batch")
+    add("--target-tokens", type=int, default=48, help="target length, the longest in the batch")
+    add("--steps", type=int, default=5, help="training steps per timed sample")
+    add("--repeats", type=int, default=3, help="timed samples per implementation (median taken)")
+    add("--profile", action="store_true", help="also profile one step of each with torch.profiler")
+    add("--write", type=Path, help="append the results as a section of this markdown file")
+    args = parser.parse_args()
+    args.preset, image_size, batch = SHAPES[args.shape]
+    args.image_size = args.image_size or image_size
+    args.batch = args.batch or batch
+    on_gpu = torch.device(args.device).type == "cuda"
+    args.dtype = args.dtype or ("bfloat16" if on_gpu else "float32")
+    if args.vocab is None:
+        args.vocab = bundled_tokenizer().vocab_size if args.shape == "tiny" else OFFICIAL_VOCAB_SIZE
+    for name in ("image_size", "batch", "target_tokens", "steps", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.prompt_tokens < 2:
+        parser.error(f"--prompt-tokens must leave room for <s> and </s> (>= 2), got {args.prompt_tokens}")
+    if args.vocab < 8:
+        parser.error(f"--vocab must be >= 8 (special tokens, <image>, ordinary tokens), got {args.vocab}")
+    return args
+
+
+def main() -> None:
+    args = parse_arguments()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # others' work on a shared machine
+    config = preset_config(args.preset, vocab_size=args.vocab)
+    config.image_size = (args.image_size, args.image_size)
+    ours, reference = build_pair(config, args.device)
+    batch = make_batch(config, args.batch, args.prompt_tokens, args.target_tokens, args.device)
+    checks = check_same_network(ours, reference, batch)
+    for name, (reference_value, our_value) in checks.items():
+        difference = abs(our_value - reference_value) / abs(reference_value)
+        print(f"first batch {name}: reference {reference_value:.7f}, omnivis {our_value:.7f}, "
+              f"relative difference {difference:.1e}")  # fmt: skip
+        if difference > TOLERANCE:
+            raise SystemExit(f"the {name}s differ by {difference:.1e} relative (> {TOLERANCE})")
+    dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
+    reference_step = training_step(reference, reference_loss, batch, args.steps, args.device, dtype)
+    our_step = training_step(ours, our_loss, batch, args.steps, args.device, dtype)
+    timings = timed_pair(reference_step, our_step, args.repeats, args.device)
+    parameters = (sum(p.numel() for p in reference.parameters()), ours.num_parameters())
+    report = render(args, checks, parameters, timings, load)
+    print(report)
+    if args.profile:
+        one_step = lambda model, loss: training_step(model, loss, batch, 1, args.device, dtype)  # noqa: E731
+        on_gpu = torch.device(args.device).type == "cuda"
+        print(profile_pair(one_step(reference, reference_loss), one_step(ours, our_loss), on_gpu))
+    if args.write:
+        with open(args.write, "a", encoding="utf-8") as handle:
+            handle.write("\n" + report)
+
+
+def describe_machine(device: str, load: float | None) -> str:
+    import transformers
+
+    if torch.device(device).type == "cuda":
+        hardware = torch.cuda.get_device_name(device)
+    else:
+        processor = platform.processor() or platform.machine()
+        hardware = f"{processor}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads"
+        hardware += "" if load is None else f", load average {load:.1f} before the run"
+    versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
+    return f"{hardware}; {versions}, Python {platform.python_version()}"
+
+
+def render(
+    args: argparse.Namespace,
+    checks: dict[str, tuple[float, float]],
+    parameters: tuple[int, int],
+    timings: tuple[Timing, Timing],
+    load: float | None,
+) -> str:
+    """The results as a markdown section: what ran, where, the first-batch check and the table."""
+    threads = os.environ.get("OMP_NUM_THREADS")
+    prefix = f"OMP_NUM_THREADS={threads} " if threads else ""
+    command = prefix + "python bench/train.py " + " ".join(sys.argv[1:])
+    reference_loss_value, our_loss_value = checks["loss"]
+    reference_norm, our_norm = checks["gradient norm"]
+    loss_difference = abs(our_loss_value - reference_loss_value) / abs(reference_loss_value)
+    size = f"{args.image_size}x{args.image_size}"
+    lines = [
+        f"### Training step: {args.shape} shape at {size}, {args.device}, {args.dtype}, batch {args.batch}, "
+        f"prompt {args.prompt_tokens}, target {args.target_tokens} ({date.today()})",
+        "",
+        f"Command: `{command.strip()}`  ",
+        f"Machine: {describe_machine(args.device, load)}  ",
+        f"Parameters: reference {parameters[0]:,}, omnivis {parameters[1]:,}; vocabulary {args.vocab}  ",
+        f"First batch (eval mode, float32): loss reference {reference_loss_value:.7f}, omnivis "
+        f"{our_loss_value:.7f} (relative difference {loss_difference:.1e}); gradient norm reference "
+        f"{reference_norm:.6f}, omnivis {our_norm:.6f}  ",
+        f"Timed: median of {args.repeats} samples of {args.steps} steps each, the two alternating, after one "
+        "warm-up sample; train mode (dropout on)",
+        "",
+        "| implementation | s/step (fastest-slowest sample) | samples/s | CPU s/step (all threads) |",
+        "|---|---|---|---|",
+    ]
+    (reference, ours), steps = timings, args.steps
+    for name, timing in (("reference (transformers)", reference), ("omnivis", ours)):
+        seconds = f"{timing.wall / steps:.3f} ({timing.fastest / steps:.3f}-{timing.slowest / steps:.3f})"
+        throughput = args.batch * steps / timing.wall
+        lines.append(f"| {name} | {seconds} | {throughput:.2f} | {timing.cpu / steps:.3f} |")
+    ratios = f"{reference.wall / ours.wall:.2f}x | {reference.cpu / ours.cpu:.2f}x"
+    lines.append(f"| omnivis / reference | | {ratios} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

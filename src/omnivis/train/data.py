@@ -1,0 +1,250 @@
+"""Training examples: records -> (image, task prompt, target tokens) -> padded batches.
+
+Determinism is by position, not by process. The training stream is a sequence of record positions
+0, 1, 2, ...; position p is record `permutation_e[p % N]` of epoch e = p // N (a fresh seeded permutation per
+epoch), and the tasks and examples drawn for it depend only on (seed, p). Optimizer step s takes the positions
+[s * G, (s + 1) * G) for the global batch G = world_size * batch_size * accumulation, and rank r of W reads
+the positions congruent to r modulo W inside each micro-batch: its own share, read by random access to the
+Parquet shards. So 2 ranks with batch B see, together, exactly the records 1 process with batch 2B sees, and
+resuming at step s needs nothing but s.
+
+An image gives `examples_per_image` examples of distinct tasks, drawn by the mixture's weights among the
+tasks it supports; its visual tokens are computed once and shared by them (`Batch.image_index`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset as TorchDataset
+
+from omnivis.data.dataset import Dataset, open_dataset
+from omnivis.data.manifest import supported_tasks
+from omnivis.data.records import Record
+from omnivis.data.transforms import IMAGENET_MEAN, IMAGENET_STD, preprocess
+from omnivis.errors import DatasetError
+from omnivis.images import load_image
+from omnivis.model.florence import IGNORE_INDEX
+from omnivis.tasks import TASKS, build_prompt
+from omnivis.tasks.targets import Example, examples
+from omnivis.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class EncodedExample:
+    """One example as token ids: `labels` is `<s> target </s>`, cut to the budget when too long."""
+
+    task: str
+    prompt_ids: tuple[int, ...]
+    labels: tuple[int, ...]
+    truncated: bool
+
+
+@dataclass
+class ImageSample:
+    """One image of the stream with the examples drawn for it."""
+
+    position: int
+    image_id: str
+    pixels: torch.Tensor  # (3, H, W), normalised
+    examples: list[EncodedExample]
+
+
+@dataclass
+class Batch:
+    """A padded micro-batch: images once, examples row by row."""
+
+    pixel_values: torch.Tensor  # (images, 3, H, W)
+    image_index: torch.Tensor  # (rows,) the image each example row reads
+    input_ids: torch.Tensor  # (rows, prompt tokens), right-padded
+    attention_mask: torch.Tensor  # (rows, prompt tokens), 1 = real token
+    decoder_input_ids: torch.Tensor  # (rows, target tokens): labels shifted right after the start token
+    labels: torch.Tensor  # (rows, target tokens), IGNORE_INDEX on padding
+    tasks: list[str]
+    image_ids: list[str]
+    positions: list[int]
+    truncated: int  # examples whose target was cut to the budget
+    task_counts: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def target_tokens(self) -> int:
+        return int((self.labels != IGNORE_INDEX).sum())
+
+    def to(self, device: torch.device) -> Batch:
+        moved = {
+            name: getattr(self, name).to(device, non_blocking=True)
+            for name in ("pixel_values", "image_index", "input_ids", "attention_mask", "decoder_input_ids", "labels")
+        }
+        return Batch(**moved, tasks=self.tasks, image_ids=self.image_ids, positions=self.positions,
+                     truncated=self.truncated, task_counts=self.task_counts)  # fmt: skip
+
+
+def resolve_mixture(dataset: Dataset, mixture: Mapping[str, float]) -> dict[str, float]:
+    """The task weights to train with: `mixture`, or 1 for every task the dataset supports.
+
+    Raises:
+        DatasetError: The mixture asks (with a positive weight) for a task no record of the dataset supports.
+    """
+    available = {task for task, count in dataset.manifest.tasks.items() if count > 0}
+    if not mixture:
+        weights = {task: 1.0 for task in TASKS if task in available}
+        if not weights:
+            raise DatasetError(f"{dataset.directory}: no record supports any task")
+        return weights
+    missing = [task for task, weight in mixture.items() if weight > 0 and task not in available]
+    if missing:
+        raise DatasetError(
+            f"{dataset.directory} has no examples of {', '.join(missing)}, which the mixture asks for; "
+            f"it supports {', '.join(sorted(available)) or 'no task'}"
+        )
+    return {task: weight for task, weight in mixture.items() if weight > 0}
+
+
+class TrainingStream(TorchDataset[ImageSample]):
+    """Map-style view of the stream: `stream[position]` is the image sample at that position."""
+
+    def __init__(
+        self,
+        directory: str,
+        tokenizer: Tokenizer,
+        image_size: tuple[int, int],
+        mixture: Mapping[str, float],
+        *,
+        examples_per_image: int = 1,
+        max_target_tokens: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        self.directory = directory
+        self.dataset = open_dataset(directory)
+        self.tokenizer = tokenizer
+        self.image_size = image_size
+        self.mixture = dict(mixture)
+        self.examples_per_image = examples_per_image
+        self.max_target_tokens = max_target_tokens
+        self.seed = seed
+        self.shuffle = shuffle
+        self.mean, self.std = tuple(mean), tuple(std)
+        if len(self.dataset) == 0:
+            raise DatasetError(f"{directory} holds no records")
+
+    def __len__(self) -> int:  # positions are unbounded; one epoch is a natural length for samplers
+        return len(self.dataset)
+
+    def record_index(self, position: int) -> int:
+        epoch, offset = divmod(position, len(self.dataset))
+        return int(self._permutation(epoch)[offset]) if self.shuffle else offset
+
+    @functools.lru_cache(maxsize=2)  # noqa: B019 - the stream lives as long as the run
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch, 0x5EED]).permutation(len(self.dataset))
+
+    def __getitem__(self, position: int) -> ImageSample:
+        record = self.dataset[self.record_index(position)]
+        rng = np.random.default_rng([self.seed, position])
+        drawn = draw_examples(record, self.mixture, self.examples_per_image, rng)
+        chosen = [self._encode(example, (record.width, record.height)) for example in drawn]
+        image = load_image(record.image)
+        pixels = preprocess([image], size=self.image_size, mean=self.mean, std=self.std)[0]
+        return ImageSample(position, record.image_id, pixels, chosen)
+
+    def _encode(self, example: Example, image_size: tuple[int, int]) -> EncodedExample:
+        tokenizer = self.tokenizer
+        prompt = build_prompt(example.task, example.input, image_size=image_size)
+        prompt_ids = (tokenizer.bos_token_id, *tokenizer.encode(prompt), tokenizer.eos_token_id)
+        labels = (tokenizer.bos_token_id, *tokenizer.encode(example.target), tokenizer.eos_token_id)
+        truncated = len(labels) > self.max_target_tokens
+        return EncodedExample(example.task, prompt_ids, labels[: self.max_target_tokens], truncated)
+
+    def __getstate__(self) -> dict[str, object]:  # loader workers reopen the dataset themselves
+        state = dict(self.__dict__)
+        state["dataset"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self.dataset = open_dataset(self.directory)
+
+
+def draw_examples(
+    record: Record, mixture: Mapping[str, float], count: int, rng: np.random.Generator
+) -> list[Example]:
+    """Up to `count` examples of distinct tasks, tasks drawn by weight among those the record supports.
+
+    A record supporting no task of the mixture gives no examples (it still costs its image a slot).
+    """
+    offered = supported_tasks(record)
+    tasks = [task for task in mixture if task in offered]
+    if not tasks:
+        return []
+    weights = np.array([mixture[task] for task in tasks], dtype=np.float64)
+    picked = rng.choice(len(tasks), size=min(count, len(tasks)), replace=False, p=weights / weights.sum())
+    drawn: list[Example] = []
+    for index in sorted(picked.tolist()):  # sorted: the order does not depend on the draw's internals
+        made = examples(tasks[index], record)
+        if made:
+            drawn.append(made[int(rng.integers(len(made)))])
+    return drawn
+
+
+def micro_batch_positions(step: int, micro: int, *, rank: int, world_size: int, batch_size: int,
+                          accumulation: int) -> list[int]:  # fmt: skip
+    """The stream positions rank `rank` reads for micro-batch `micro` of optimizer step `step`."""
+    first = (step * accumulation + micro) * world_size * batch_size
+    return [first + slot * world_size + rank for slot in range(batch_size)]
+
+
+class StepSampler:
+    """Batch sampler for a DataLoader: this rank's micro-batches from `start_step` to `steps`."""
+
+    def __init__(self, start_step: int, steps: int, *, rank: int, world_size: int, batch_size: int,
+                 accumulation: int) -> None:  # fmt: skip
+        self.start_step, self.steps = start_step, steps
+        self.layout = {"rank": rank, "world_size": world_size, "batch_size": batch_size, "accumulation": accumulation}
+        self.accumulation = accumulation
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start_step, self.steps):
+            for micro in range(self.accumulation):
+                yield micro_batch_positions(step, micro, **self.layout)
+
+    def __len__(self) -> int:
+        return (self.steps - self.start_step) * self.accumulation
+
+
+def collate(samples: Sequence[ImageSample], pad_token_id: int, decoder_start_token_id: int) -> Batch:
+    """Pads a list of image samples into one `Batch`."""
+    rows = [(index, example) for index, sample in enumerate(samples) for example in sample.examples]
+    prompt_length = max((len(example.prompt_ids) for _, example in rows), default=1)
+    target_length = max((len(example.labels) for _, example in rows), default=1)
+    input_ids = torch.full((len(rows), prompt_length), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), prompt_length), dtype=torch.long)
+    labels = torch.full((len(rows), target_length), IGNORE_INDEX, dtype=torch.long)
+    decoder_input_ids = torch.full((len(rows), target_length), pad_token_id, dtype=torch.long)
+    for row, (_, example) in enumerate(rows):
+        input_ids[row, : len(example.prompt_ids)] = torch.tensor(example.prompt_ids)
+        attention_mask[row, : len(example.prompt_ids)] = 1
+        labels[row, : len(example.labels)] = torch.tensor(example.labels)
+        # Teacher forcing: the decoder reads the start token, then each label but the last.
+        decoder_input_ids[row, 0] = decoder_start_token_id
+        decoder_input_ids[row, 1 : len(example.labels)] = torch.tensor(example.labels[:-1])
+    return Batch(
+        pixel_values=torch.stack([sample.pixels for sample in samples]),
+        image_index=torch.tensor([index for index, _ in rows], dtype=torch.long),
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        decoder_input_ids=decoder_input_ids,
+        labels=labels,
+        tasks=[example.task for _, example in rows],
+        image_ids=[sample.image_id for sample in samples],
+        positions=[sample.position for sample in samples],
+        truncated=sum(example.truncated for _, example in rows),
+        task_counts=Counter(example.task for _, example in rows),
+    )

@@ -1,0 +1,126 @@
+"""Builders for the network a run trains: its initial weights, input size, dropout, frozen parts and adapters.
+
+Initialisation is one of: a preset from scratch (seeded), an omnivis checkpoint or an official Florence-2
+directory (through `omnivis.load`, so both official layouts work), and optionally a vision tower taken alone
+from another checkpoint (e.g. one pre-trained by `omnivis.pretrain`). Changing the input size from the
+checkpoint's keeps every weight and stretches the projector's position table over the new grid (the paper's
+high-resolution tuning stage, section 6.1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from omnivis.errors import CheckpointError, ConfigError
+from omnivis.loading import bundled_tokenizer, florence_generation_defaults, load
+from omnivis.model import checkpoint
+from omnivis.model.florence import Florence2, FlorenceConfig
+from omnivis.model.presets import preset_config
+from omnivis.predictor import ImageProcessing, Predictor
+from omnivis.train.config import FREEZABLE, ModelSettings
+
+VISION_PREFIX = "vision_tower."
+
+
+def build_predictor(settings: ModelSettings, seed: int) -> Predictor:
+    """The model to train, with its tokenizer, decoding defaults and image processing, on the CPU.
+
+    Raises:
+        CheckpointError: A checkpoint that cannot be read or whose tensors do not fit the model.
+        ConfigError: A setting the model cannot take (an input size beyond its position table).
+    """
+    if settings.init == "scratch":
+        tokenizer = bundled_tokenizer()
+        config = preset_config(settings.preset, vocab_size=tokenizer.vocab_size)
+        with torch.random.fork_rng(devices=[]):  # the weights depend on the seed alone, not on earlier draws
+            torch.manual_seed(seed)
+            model = Florence2(_adjusted(config, settings))
+        processing = ImageProcessing(size=model.config.image_size)
+        predictor = Predictor(model, tokenizer, florence_generation_defaults(tokenizer), processing)
+    else:
+        predictor = load(settings.init)
+        predictor = _refit(predictor, settings)
+    if settings.vision_init:
+        load_vision_tower(predictor.model, Path(settings.vision_init))
+    freeze(predictor.model, settings.freeze)
+    if settings.grad_checkpointing:
+        predictor.model.set_grad_checkpointing(True)
+    return predictor
+
+
+def _adjusted(config: FlorenceConfig, settings: ModelSettings) -> FlorenceConfig:
+    """`config` with the run's input size and dropout."""
+    text = config.text
+    if settings.dropout >= 0:
+        text = dataclasses.replace(text, dropout=settings.dropout, attention_dropout=settings.dropout)
+    image_size = (settings.image_size, settings.image_size) if settings.image_size else config.image_size
+    grid = max(-(-side // 32) for side in image_size)
+    if grid > config.projector.max_grid_positions:
+        raise ConfigError(
+            f"model.image_size {settings.image_size} gives a {grid}x{grid} grid, over the position table's "
+            f"{config.projector.max_grid_positions}"
+        )
+    return dataclasses.replace(config, text=text, image_size=image_size)
+
+
+def _refit(predictor: Predictor, settings: ModelSettings) -> Predictor:
+    """A loaded model rebuilt with the run's input size and dropout, weights kept (positions resampled)."""
+    old = predictor.model.config
+    new = _adjusted(old, settings)
+    if new == old:
+        return predictor
+    model = Florence2(new)
+    model.load_state_dict(predictor.model.state_dict())
+    model.tie_weights()
+    if new.image_size != old.image_size:
+        model.multi_modal_projector.image_position_embed.resample_(_grid(old.image_size), _grid(new.image_size))
+    processing = dataclasses.replace(predictor.image_processing, size=new.image_size)
+    return dataclasses.replace(predictor, model=model, image_processing=processing)
+
+
+def _grid(image_size: tuple[int, int]) -> tuple[int, int]:
+    return -(-image_size[0] // 32), -(-image_size[1] // 32)
+
+
+def load_vision_tower(model: Florence2, directory: Path) -> None:
+    """Replaces the vision tower's weights by those of another checkpoint directory (any supported layout).
+
+    Raises:
+        CheckpointError: No vision tower in it, or tensors whose names or shapes do not fit this model.
+    """
+    if not directory.is_dir():
+        raise CheckpointError(f"model.vision_init: {directory} is not a checkpoint directory")
+    weights, path = checkpoint.read_weights(directory)
+    layout = checkpoint.detect_layout(checkpoint.read_json(directory / "config.json"), weights)
+    if layout == "native":
+        weights = checkpoint.native_to_omnivis(weights)
+    elif layout != "omnivis":
+        weights = checkpoint.remote_code_to_omnivis(weights)
+    vision = {name[len(VISION_PREFIX) :]: tensor for name, tensor in weights.items() if name.startswith(VISION_PREFIX)}
+    if not vision:
+        raise CheckpointError(f"{path} holds no vision tower weights ({VISION_PREFIX}*)")
+    expected = {name: tensor.shape for name, tensor in model.vision_tower.state_dict().items()}
+    checkpoint.check_state(vision, expected, f"{path} (vision tower)")
+    model.vision_tower.load_state_dict(vision)
+
+
+def freeze(model: nn.Module, names: tuple[str, ...]) -> None:
+    """Sets requires_grad=False on every parameter under the named parts (see `config.FREEZABLE`).
+
+    The optimizer is built from trainable parameters only, so a frozen weight is neither updated nor decayed.
+    """
+    prefixes = tuple(prefix for name in names for prefix in FREEZABLE[name])
+    if not prefixes:
+        return
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        if name.startswith(prefixes):
+            parameter.requires_grad_(False)
+
+
+def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) of every parameter that trains, tied ones once."""
+    return [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
