@@ -27,8 +27,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import omnivis  # noqa: E402
-from omnivis.tasks import TASKS  # noqa: E402
+import omnivis
+from omnivis.tasks import TASKS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -37,7 +37,7 @@ from omnivis.model.presets import OFFICIAL_VOCAB_SIZE, preset_config
 
 # shape name -> (preset, image side, batch): the defaults the task asks for.
 SHAPES = {"tiny": ("tiny", 256, 16), "base": ("florence2-base", 768, 2)}
-DECODER_START, PAD, BOS, EOS = 2, 1, 0, 2
+DECODER_START, PAD, BOS, EOS = 2, 1, 0, 2  # BART's ids, which Florence-2 keeps
 TOLERANCE = 1e-4  # relative, on loss and gradient norm; float32 sums in another order differ by ~1e-7
 
 
@@ -56,6 +56,8 @@ class Batch:
 
 @dataclass
 class Timing:
+    """One side's timed samples, summarised."""
+
     wall: float  # median seconds per timed sample
     cpu: float  # median CPU seconds of this process (all threads) per timed sample
     fastest: float  # the quickest and slowest sample's wall seconds: the spread a shared machine adds
@@ -116,8 +118,8 @@ def make_batch(
     height, width = config.image_size
     pixels = torch.randn(batch, 3, height, width, generator=seeded)
     # Ordinary ids only: 0-2 are <s>, <pad>, </s>; the last row is the reference's <image> placeholder.
-    words = lambda rows, columns: torch.randint(3, vocab - 1, (rows, columns), generator=seeded)  # noqa: E731
-    length = lambda low, high: int(torch.randint(low, high + 1, (), generator=seeded))  # noqa: E731
+    words = lambda rows, columns: torch.randint(3, vocab - 1, (rows, columns), generator=seeded)
+    length = lambda low, high: int(torch.randint(low, high + 1, (), generator=seeded))
     prompt_ids, labels = words(batch, prompt_tokens), words(batch, target_tokens)
     prompt_ids[:, 0], prompt_mask = BOS, torch.ones(batch, prompt_tokens, dtype=torch.long)
     for row in range(batch):
@@ -136,12 +138,14 @@ def make_batch(
 
 
 def our_loss(model: Florence2, batch: Batch) -> torch.Tensor:
+    """omnivis's mean token loss: pixels and the bare prompt in, the visual tokens go in front of it."""
     return model(
         batch.pixel_values, batch.prompt_ids, batch.decoder_input_ids, batch.prompt_mask, batch.labels
     )["loss"]
 
 
 def reference_loss(model: Florence2ForConditionalGeneration, batch: Batch) -> torch.Tensor:
+    """The reference's mean token loss: `<image>` placeholders in its prompt give way to the visual tokens."""
     return model(
         input_ids=batch.reference_ids, pixel_values=batch.pixel_values, attention_mask=batch.reference_mask,
         decoder_input_ids=batch.decoder_input_ids, labels=batch.labels,
@@ -230,12 +234,11 @@ def profile_pair(
     for function in (reference, ours, reference, ours):
         with torch.profiler.profile(activities=activities) as profiler:
             function()
-        tables.append({
-            event.key: (event.count, (event.self_device_time_total if on_gpu else event.self_cpu_time_total) / 1e3)
-            for event in profiler.key_averages()
-        })  # fmt: skip
+        events = profiler.key_averages()
+        times = [event.self_device_time_total if on_gpu else event.self_cpu_time_total for event in events]
+        tables.append({event.key: (event.count, time / 1e3) for event, time in zip(events, times)})
     tables = tables[2:]  # the profiler's first use costs hundreds of ms of set-up: a first round absorbs it
-    busiest = lambda key: -max(table.get(key, (0, 0.0))[1] for table in tables)  # noqa: E731
+    busiest = lambda key: -max(table.get(key, (0, 0.0))[1] for table in tables)
     lines = [f"{'operator':<58} {'ref calls':>9} {'ref ms':>8} {'our calls':>9} {'our ms':>8}"]
     for key in sorted(set(tables[0]) | set(tables[1]), key=busiest)[:rows]:
         (reference_calls, reference_ms), (our_calls, our_ms) = (table.get(key, (0, 0.0)) for table in tables)
@@ -264,8 +267,8 @@ def parse_arguments() -> argparse.Namespace:
     add("--write", type=Path, help="append the results as a section of this markdown file")
     args = parser.parse_args()
     args.preset, image_size, batch = SHAPES[args.shape]
-    args.image_size = args.image_size or image_size
-    args.batch = args.batch or batch
+    args.image_size = image_size if args.image_size is None else args.image_size
+    args.batch = batch if args.batch is None else args.batch
     on_gpu = torch.device(args.device).type == "cuda"
     args.dtype = args.dtype or ("bfloat16" if on_gpu else "float32")
     if args.vocab is None:
@@ -302,7 +305,7 @@ def main() -> None:
     report = render(args, checks, parameters, timings, load)
     print(report)
     if args.profile:
-        one_step = lambda model, loss: training_step(model, loss, batch, 1, args.device, dtype)  # noqa: E731
+        one_step = lambda model, loss: training_step(model, loss, batch, 1, args.device, dtype)
         on_gpu = torch.device(args.device).type == "cuda"
         print(profile_pair(one_step(reference, reference_loss), one_step(ours, our_loss), on_gpu))
     if args.write:

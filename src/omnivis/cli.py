@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", required=True, help="checkpoint directory or preset name")
     predict.add_argument("--task", default="<CAPTION>", help='task prompt, e.g. "<OD>" (see `omnivis tasks`)')
     inputs = predict.add_mutually_exclusive_group()
-    inputs.add_argument("--text", help="the task's text input (phrase, expression, question, or <loc_..> region)")
+    inputs.add_argument(
+        "--text", help="the task's text input (phrase, expression, question, or <loc_..> region)"
+    )
     inputs.add_argument("--region", type=_region, help="a region input in pixels: x0,y0,x1,y1")
     predict.add_argument("--num-beams", type=int)
     predict.add_argument("--max-new-tokens", type=int)
@@ -50,8 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("demo"))
 
     _add_data_commands(commands.add_parser("data", help="make, import, export and inspect datasets"))
-    _add_eval_command(commands.add_parser("eval", help="score a model or a predictions file against a dataset"))
-    _add_train_command(commands.add_parser("train", help="train or fine-tune a model (torchrun for many GPUs)"))
+    _add_eval_command(
+        commands.add_parser("eval", help="score a model or a predictions file against a dataset")
+    )
+    _add_train_command(
+        commands.add_parser("train", help="train or fine-tune a model (torchrun for many GPUs)")
+    )
     return parser
 
 
@@ -62,21 +68,30 @@ def _add_train_command(train: argparse.ArgumentParser) -> None:
     train.add_argument("--init", help="start from this checkpoint directory (omnivis or official Florence-2)")
     train.add_argument("--data", help="the training dataset directory (data.train)")
     train.add_argument("--out", help="the run directory")
-    train.add_argument("--resume", nargs="?", const=True, default=False,
-                       help="continue from the run's latest checkpoint, or from the checkpoint given")  # fmt: skip
-    train.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.jsonl)")
+    resume = train.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    resume.add_argument("--resume-from", help="continue from this checkpoint directory")
+    train.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (logs still go to metrics.jsonl)"
+    )
     train.add_argument("overrides", nargs="*", metavar="key=value",
-                       help="config overrides, e.g. steps=500 optim.learning_rate=3e-4 model.freeze=vision")  # fmt: skip
+                       help="config overrides anywhere on the line, e.g. steps=500 optim.learning_rate=3e-4")  # fmt: skip
 
 
 def _add_eval_command(evaluation: argparse.ArgumentParser) -> None:
     source = evaluation.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="checkpoint directory or preset name to run")
     source.add_argument("--predictions", type=Path, help="a predictions JSON Lines file to score instead")
-    evaluation.add_argument("--data", type=Path, required=True, help="the dataset directory holding the truth")
-    evaluation.add_argument("--tasks", nargs="+", help='task tokens, e.g. "<OD>" "<CAPTION>" (default: all it can)')
+    evaluation.add_argument(
+        "--data", type=Path, required=True, help="the dataset directory holding the truth"
+    )
+    evaluation.add_argument(
+        "--tasks", nargs="+", help='task tokens, e.g. "<OD>" "<CAPTION>" (default: all it can)'
+    )
     evaluation.add_argument("--limit", type=int, help="evaluate only the first N records")
-    evaluation.add_argument("--out", type=Path, required=True, help="where to write metrics, predictions and report")
+    evaluation.add_argument(
+        "--out", type=Path, required=True, help="where to write metrics, predictions and report"
+    )
     evaluation.add_argument("--batch-size", type=int, default=16)
     evaluation.add_argument("--num-beams", type=int, default=3)
     evaluation.add_argument("--max-new-tokens", type=int, default=1024)
@@ -87,7 +102,9 @@ def _run_eval_command(args: argparse.Namespace) -> None:
     import omnivis.eval as evaluation
 
     if args.predictions is not None:
-        metrics = evaluation.score(args.predictions, args.data, args.tasks, limit=args.limit, out_dir=args.out)
+        metrics = evaluation.score(
+            args.predictions, args.data, args.tasks, limit=args.limit, out_dir=args.out
+        )
     else:
         settings = evaluation.DecodingSettings(args.batch_size, args.num_beams, args.max_new_tokens)
         metrics = evaluation.evaluate(
@@ -109,7 +126,9 @@ def _add_data_commands(data: argparse.ArgumentParser) -> None:
     world.add_argument("--workers", type=int, help="generating processes (default: every core)")
     world.add_argument("--overwrite", action="store_true")
 
-    coco_in = commands.add_parser("import-coco", help="import COCO instances (and captions, refs) as a dataset")
+    coco_in = commands.add_parser(
+        "import-coco", help="import COCO instances (and captions, refs) as a dataset"
+    )
     coco_in.add_argument("annotations", type=Path, help="COCO instances JSON")
     coco_in.add_argument("--images", type=Path, required=True, help="directory of the image files")
     coco_in.add_argument("--out", type=Path, required=True)
@@ -126,7 +145,9 @@ def _add_data_commands(data: argparse.ArgumentParser) -> None:
 
     stats = commands.add_parser("stats", help="count examples per task and class; draw a few samples")
     stats.add_argument("dataset", type=Path)
-    stats.add_argument("--out", type=Path, help="where to write stats.json and drawings (default: DATASET-stats)")
+    stats.add_argument(
+        "--out", type=Path, help="where to write stats.json and drawings (default: DATASET-stats)"
+    )
     stats.add_argument("--samples", type=int, default=2, help="samples drawn per task")
     stats.add_argument("--skip-bad", action="store_true", help="skip unreadable records and list them")
 
@@ -165,7 +186,13 @@ def _run_data_command(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Overrides (key=value) may come before or after options; argparse alone takes them only before.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "train" or any("=" not in item or item.startswith("-") for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     try:
         if args.command == "predict":
             from omnivis.loading import predict_files
@@ -192,8 +219,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "train":
             from omnivis.train import resolve_config, train
 
-            config = resolve_config(args.preset, args.config, args.overrides, init=args.init, data=args.data, out=args.out)
-            train(config, resume=args.resume, progress=not args.no_progress)
+            config = resolve_config(
+                args.preset, args.config, args.overrides, init=args.init, data=args.data, out=args.out
+            )
+            train(config, resume=args.resume_from or args.resume, progress=not args.no_progress)
     except OmnivisError as error:
         print(f"omnivis: error: {error}", file=sys.stderr)
         return 2

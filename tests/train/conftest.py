@@ -32,7 +32,8 @@ def captions_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """World scenes stripped down to their captions: a dataset that supports caption tasks alone."""
     records = [generate_record(index=i, seed=3, config=VARIANTS["default"]) for i in range(4)]
     stripped = [
-        dataclasses.replace(r, regions=(), text_lines=(), groundings=(), referring=(), questions=()) for r in records
+        dataclasses.replace(r, regions=(), text_lines=(), groundings=(), referring=(), questions=())
+        for r in records
     ]
     directory = tmp_path_factory.mktemp("captions") / "data"
     write_dataset(stripped, directory)

@@ -40,7 +40,12 @@ def test_overrides_parse_by_field_type() -> None:
 
 
 def test_integers_are_accepted_for_float_fields() -> None:
-    assert apply_overrides(TrainConfig(data=TrainConfig().data), ["data.train=x", "optim.learning_rate=1"]).optim.learning_rate == 1.0
+    assert (
+        apply_overrides(
+            TrainConfig(data=TrainConfig().data), ["data.train=x", "optim.learning_rate=1"]
+        ).optim.learning_rate
+        == 1.0
+    )
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from omnivis.data.dataset import open_dataset
+from omnivis.data.parquet import write_dataset
 from omnivis.errors import DatasetError
 from omnivis.loading import bundled_tokenizer
 from omnivis.model.florence import IGNORE_INDEX
@@ -55,7 +57,11 @@ def test_positions_cover_every_record_once_per_epoch(world_train: Path) -> None:
     second = [stream.record_index(p) for p in range(count, 2 * count)]
     assert sorted(first) == sorted(second) == list(range(count))
     assert first != second  # a fresh permutation each epoch
-    assert [_stream(world_train, shuffle=False).record_index(p) for p in range(count + 2)] == [*range(count), 0, 1]
+    assert [_stream(world_train, shuffle=False).record_index(p) for p in range(count + 2)] == [
+        *range(count),
+        0,
+        1,
+    ]
 
 
 def test_a_sample_depends_on_its_position_alone(world_train: Path) -> None:
@@ -64,7 +70,10 @@ def test_a_sample_depends_on_its_position_alone(world_train: Path) -> None:
         a, b = one[position], other[position]
         assert a.image_id == b.image_id and a.examples == b.examples
         assert torch.equal(a.pixels, b.pixels)
-    assert _stream(world_train, seed=6)[0].examples != one[0].examples or _stream(world_train, seed=6)[0].image_id != one[0].image_id
+    assert (
+        _stream(world_train, seed=6)[0].examples != one[0].examples
+        or _stream(world_train, seed=6)[0].image_id != one[0].image_id
+    )
 
 
 def test_examples_encode_prompt_and_target_as_the_predictor_does(world_train: Path) -> None:
@@ -74,7 +83,10 @@ def test_examples_encode_prompt_and_target_as_the_predictor_does(world_train: Pa
     record = stream.dataset[stream.record_index(3)]
     assert len(sample.examples) == 2 and len({e.task for e in sample.examples}) == 2
     for example in sample.examples:
-        assert example.prompt_ids[0] == tokenizer.bos_token_id and example.prompt_ids[-1] == tokenizer.eos_token_id
+        assert (
+            example.prompt_ids[0] == tokenizer.bos_token_id
+            and example.prompt_ids[-1] == tokenizer.eos_token_id
+        )
         prompt = tokenizer.decode(example.prompt_ids[1:-1])
         assert example.labels[0] == tokenizer.bos_token_id and example.labels[-1] == tokenizer.eos_token_id
         target = tokenizer.decode(example.labels[1:-1])
@@ -89,11 +101,42 @@ def test_task_draws_follow_the_weights() -> None:
     rng = np.random.default_rng(0)
     counts = {"<OD>": 0, "<CAPTION>": 0}
     for _ in range(2000):
-        (example,) = draw_examples(record, {"<OD>": 3.0, "<CAPTION>": 1.0}, 1, rng)
+        (example,), unwritable = draw_examples(record, {"<OD>": 3.0, "<CAPTION>": 1.0}, 1, rng)
         counts[example.task] += 1
+        assert unwritable == 0
     assert counts["<OD>"] / 2000 == pytest.approx(0.75, abs=0.03)
-    assert draw_examples(record, {"<OCR_WITH_REGION>": 1.0}, 1, rng) == [] or record.text_lines
-    assert draw_examples(record, {"<OD>": 1.0}, 5, rng)[0].task == "<OD>"  # fewer tasks than asked: one each
+    drawn, _ = draw_examples(record, {"<OD>": 1.0}, 5, rng)  # fewer tasks than asked: one example each
+    assert [example.task for example in drawn] == ["<OD>"]
+    stripped = dataclasses.replace(record, regions=(), groundings=(), referring=())
+    assert draw_examples(stripped, {"<OD>": 1.0}, 1, rng) == ([], 0)
+
+
+def test_records_without_the_mixture_tasks_are_passed_over(tmp_path: Path) -> None:
+    records = [generate_record(index=i, seed=4, config=VARIANTS["default"]) for i in range(6)]
+    # Records 0, 2 and 4 lose their regions: like COCO images without annotations.
+    records = [dataclasses.replace(r, regions=(), groundings=(), referring=()) if i % 2 == 0 else r
+               for i, r in enumerate(records)]  # fmt: skip
+    write_dataset(records, tmp_path / "data")
+    stream = TrainingStream(str(tmp_path / "data"), bundled_tokenizer(), (64, 64), {"<OD>": 1.0},
+                            max_target_tokens=512, shuffle=False)  # fmt: skip
+    image_ids = [stream[position].image_id for position in range(6)]
+    assert image_ids == [records[i].image_id for i in (1, 1, 3, 3, 5, 5)]
+
+
+def test_unwritable_annotations_are_skipped_and_counted(tmp_path: Path) -> None:
+    record = generate_record(index=0, seed=4, config=VARIANTS["default"])
+    first = dataclasses.replace(record.regions[0], category="a<b")  # "<" would start a special token
+    record = dataclasses.replace(record, regions=(first, *record.regions[1:]))
+    drawn, unwritable = draw_examples(record, {"<REGION_TO_CATEGORY>": 1.0}, 1, np.random.default_rng(0))
+    assert unwritable == 1 and len(drawn) == 1 and "<" not in drawn[0].target.split("<loc_")[0]
+
+
+def test_long_prompts_are_cut_keeping_the_closing_token(world_train: Path) -> None:
+    stream = TrainingStream(str(world_train), bundled_tokenizer(), (64, 64), {"<CAPTION_TO_PHRASE_GROUNDING>": 1.0},
+                            max_target_tokens=512, max_prompt_tokens=6, seed=0)  # fmt: skip
+    (example,) = stream[0].examples
+    assert len(example.prompt_ids) == 6 and example.truncated
+    assert example.prompt_ids[-1] == stream.tokenizer.eos_token_id
 
 
 def test_long_targets_are_cut_and_counted(world_train: Path) -> None:
@@ -119,7 +162,7 @@ def test_collate_pads_and_shifts(world_train: Path) -> None:
         assert batch.decoder_input_ids[row, 0] == 2
         assert batch.decoder_input_ids[row, 1:length].tolist() == list(example.labels[:-1])
         assert batch.attention_mask[row].sum() == len(example.prompt_ids)
-        assert (batch.input_ids[row, len(example.prompt_ids):] == 1).all()
+        assert (batch.input_ids[row, len(example.prompt_ids) :] == 1).all()
     assert batch.target_tokens == sum(len(example.labels) for example in rows)
 
 

@@ -22,7 +22,6 @@ from omnivis.train.checkpointing import latest_checkpoint
 from omnivis.train.monitor import read_events
 
 
-
 def _config(data: Path, out: Path, *overrides: str) -> TrainConfig:
     return apply_overrides(smoke(RECIPES["tiny-world-cpu"](), data=data, out=out), list(overrides))
 
@@ -35,9 +34,17 @@ def test_a_recipe_runs_and_leaves_a_complete_run_directory(name: str, world_trai
                               'eval_tasks=["<CAPTION>", "<OD>"]'])  # fmt: skip
     result = train(config, progress=False)
     run = tmp_path / "run"
-    assert result.steps == 3 and len(result.losses) == 3 and all(map(torch.isfinite, torch.tensor(result.losses)))
+    assert (
+        result.steps == 3
+        and len(result.losses) == 3
+        and all(map(torch.isfinite, torch.tensor(result.losses)))
+    )
     assert config_from_dict(json.loads((run / "config.json").read_text())) == config
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best", "step-00000002", "step-00000003"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "best",
+        "step-00000002",
+        "step-00000003",
+    ]
     events = read_events(run)
     assert [e["step"] for e in events if e["kind"] == "train"] == [1, 2, 3]
     evaluation = [e for e in events if e["kind"] == "eval"]
@@ -74,7 +81,9 @@ def _losses(run: Path) -> dict[int, float]:
     return {e["step"]: e["loss"] for e in read_events(run) if e["kind"] == "train"}
 
 
-def test_sigkill_then_resume_gives_bit_identical_losses_and_weights(world_train: Path, tmp_path: Path) -> None:
+def test_sigkill_then_resume_gives_bit_identical_losses_and_weights(
+    world_train: Path, tmp_path: Path
+) -> None:
     overrides = ["steps=8", "checkpoint_every=3", "deterministic=true", "model.dropout=0.1", "batch_size=2",
                  "data.examples_per_image=2"]  # fmt: skip
     reference = train(_config(world_train, tmp_path / "reference", *overrides), progress=False)
@@ -132,7 +141,9 @@ def test_a_non_finite_loss_stops_before_any_update_and_keeps_the_last_good_check
 
     monkeypatch.setattr(loop_module, "summed_token_loss", loss_that_turns_nan)
     run = tmp_path / "run"
-    with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at step 3, on the batch of images .*step-00000002"):
+    with pytest.raises(
+        TrainingError, match=r"non-finite loss \(nan\) at step 3, on the batch of images .*step-00000002"
+    ):
         train(_config(world_train, run, "steps=4", "checkpoint_every=2", "batch_size=1"), progress=False)
     assert latest_checkpoint(run) == run / "checkpoints" / "step-00000002"
     assert max(_losses(run)) == 2
@@ -151,7 +162,9 @@ def test_resuming_with_another_global_batch_is_refused(world_train: Path, tmp_pa
         train(_config(world_train, tmp_path / "run", "steps=3", "batch_size=4"), resume=True, progress=False)
 
 
-def test_checkpoints_of_another_shape_are_refused_naming_the_tensor(world_train: Path, tmp_path: Path) -> None:
+def test_checkpoints_of_another_shape_are_refused_naming_the_tensor(
+    world_train: Path, tmp_path: Path
+) -> None:
     from safetensors.torch import save_file
 
     from omnivis.train.model_setup import build_predictor

@@ -24,7 +24,9 @@ def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_plain_loss_is_the_sum_of_cross_entropy_over_real_tokens() -> None:
     logits, labels = _batch()
-    expected = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+    expected = F.cross_entropy(
+        logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
     assert torch.allclose(summed_token_loss(logits, labels, LossSettings()), expected, rtol=1e-6)
 
 
@@ -32,7 +34,9 @@ def test_label_smoothing_matches_pytorch() -> None:
     logits, labels = _batch(1)
     expected = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
                                reduction="sum", label_smoothing=0.1)  # fmt: skip
-    assert torch.allclose(summed_token_loss(logits, labels, LossSettings(label_smoothing=0.1)), expected, rtol=1e-6)
+    assert torch.allclose(
+        summed_token_loss(logits, labels, LossSettings(label_smoothing=0.1)), expected, rtol=1e-6
+    )
 
 
 def _explicit_target(label: int, smoothing: float, radius: int) -> torch.Tensor:
@@ -43,7 +47,11 @@ def _explicit_target(label: int, smoothing: float, radius: int) -> torch.Tensor:
         target[label] = 1.0
         return target
     target[label] = 1 - smoothing
-    neighbours = {bin_index + k: radius + 1 - abs(k) for k in range(-radius, radius + 1) if k and 0 <= bin_index + k < 1000}
+    neighbours = {
+        bin_index + k: radius + 1 - abs(k)
+        for k in range(-radius, radius + 1)
+        if k and 0 <= bin_index + k < 1000
+    }
     total = sum(neighbours.values())
     for neighbour, weight in neighbours.items():
         target[FIRST + neighbour] += smoothing * weight / total

@@ -15,7 +15,9 @@ from omnivis.train.optim import build_optimizer, build_scheduler, schedule_facto
 
 
 def test_cosine_schedule_values() -> None:
-    factor = schedule_factor(OptimSettings(warmup_steps=4, schedule="cosine", min_learning_rate_ratio=0.1), 14)
+    factor = schedule_factor(
+        OptimSettings(warmup_steps=4, schedule="cosine", min_learning_rate_ratio=0.1), 14
+    )
     assert [factor(step) for step in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert factor(4) == pytest.approx(1.0)
     assert factor(9) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))  # halfway: 0.55

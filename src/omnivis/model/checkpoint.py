@@ -106,9 +106,15 @@ def check_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Size],
         problems.append(f"missing {len(missing)} tensor(s): {_preview(missing)}")
     if unexpected:
         problems.append(f"unexpected {len(unexpected)} tensor(s): {_preview(unexpected)}")
-    for name in sorted(set(state) & set(expected)):
-        if state[name].shape != expected[name]:
-            problems.append(f"{name} has shape {tuple(state[name].shape)}, the model expects {tuple(expected[name])}")
+    reshaped = [
+        f"{name} has shape {tuple(state[name].shape)}, the model expects {tuple(expected[name])}"
+        for name in sorted(set(state) & set(expected))
+        if state[name].shape != expected[name]
+    ]
+    limit = 8  # a wrong width mis-shapes hundreds of tensors; the first few say what is wrong
+    problems += reshaped[:limit]
+    if len(reshaped) > limit:
+        problems.append(f"... ({len(reshaped) - limit} more mis-shaped tensors)")
     if problems:
         raise CheckpointError(f"{source} does not match the model: " + "; ".join(problems))
 

@@ -22,7 +22,9 @@ POSITION_OFFSET = 2
 
 @dataclass
 class Seq2SeqConfig:
-    vocab_size: int = 51289  # 50265 BART tokens + 1024 Florence-2 task/location tokens (51328 when padded to x64)
+    vocab_size: int = (
+        51289  # 50265 BART tokens + 1024 Florence-2 task/location tokens (51328 when padded to x64)
+    )
     d_model: int = 768
     encoder_layers: int = 6
     decoder_layers: int = 6
@@ -40,7 +42,10 @@ class Seq2SeqConfig:
     activation_dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        for heads, name in ((self.encoder_attention_heads, "encoder"), (self.decoder_attention_heads, "decoder")):
+        for heads, name in (
+            (self.encoder_attention_heads, "encoder"),
+            (self.decoder_attention_heads, "decoder"),
+        ):
             if self.d_model % heads:
                 raise ValueError(f"d_model {self.d_model} is not divisible by {name} heads {heads}")
 
@@ -79,11 +84,15 @@ class Attention(nn.Module):
         """Attends `query_states` (B, T, C) to pre-split `keys`/`values` (B, heads, S, head_dim)."""
         queries = self.split_heads(self.q_proj(query_states))  # (B, heads, T, head_dim)
         dropout = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
+        out = F.scaled_dot_product_attention(
+            queries, keys, values, attn_mask=mask, dropout_p=dropout, is_causal=is_causal
+        )
         batch, _, tokens, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(batch, tokens, -1))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False
+    ) -> torch.Tensor:
         keys, values = self.project_keys_values(x)
         return self.attend(x, keys, values, mask, is_causal)
 
@@ -131,10 +140,15 @@ class DecoderCache:
 
     def select(self, rows: torch.Tensor) -> DecoderCache:
         """The cache of `rows` (indices into this cache's rows), for beam expansion and reordering."""
-        pick = lambda tensors: [t.index_select(0, rows) for t in tensors]  # noqa: E731
+        pick = lambda tensors: [t.index_select(0, rows) for t in tensors]
         mask = None if self.cross_mask is None else self.cross_mask.index_select(0, rows)
         return DecoderCache(
-            pick(self.self_keys), pick(self.self_values), pick(self.cross_keys), pick(self.cross_values), mask, self.length
+            pick(self.self_keys),
+            pick(self.self_values),
+            pick(self.cross_keys),
+            pick(self.cross_values),
+            mask,
+            self.length,
         )
 
 
@@ -156,13 +170,25 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        self_keys: torch.Tensor,
-        self_values: torch.Tensor,
-        cross_keys: torch.Tensor,
-        cross_values: torch.Tensor,
+        self_keys: torch.Tensor | None,
+        self_values: torch.Tensor | None,
+        cross_keys: torch.Tensor | None,
+        cross_values: torch.Tensor | None,
         cross_mask: torch.Tensor | None,
         is_causal: bool,
+        encoder_states: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """One layer. Keys/values not given are projected here: from `x` (self-attention) and from
+        `encoder_states` (cross-attention). Teacher-forced training passes none, so every weight the layer
+        uses is touched inside its own forward (which FSDP's per-layer hooks rely on); decoding passes cached ones."""
+        if self_keys is None or self_values is None:
+            self_keys, self_values = self.self_attn.project_keys_values(x)
+        if cross_keys is None or cross_values is None:
+            if encoder_states is None:
+                raise ValueError(
+                    "give cross-attention keys/values or the encoder states to project them from"
+                )
+            cross_keys, cross_values = self.encoder_attn.project_keys_values(encoder_states)
         attended = self.self_attn.attend(x, self_keys, self_values, is_causal=is_causal)
         x = self.self_attn_layer_norm(x + F.dropout(attended, self.dropout, self.training))
         attended = self.encoder_attn.attend(x, cross_keys, cross_values, cross_mask)
@@ -223,10 +249,12 @@ class Decoder(_Stack):
     ) -> DecoderCache:
         """An empty cache for decoding up to `capacity` tokens against `encoder_states` (rows, S, C)."""
         if capacity > self.max_positions:
-            raise ValueError(f"cannot decode {capacity} tokens: the position table holds {self.max_positions}")
+            raise ValueError(
+                f"cannot decode {capacity} tokens: the position table holds {self.max_positions}"
+            )
         rows, _, dim = encoder_states.shape
         head_dim = dim // self.num_heads
-        empty = lambda: encoder_states.new_zeros(rows, self.num_heads, capacity, head_dim)  # noqa: E731
+        empty = lambda: encoder_states.new_zeros(rows, self.num_heads, capacity, head_dim)
         cross = [layer.encoder_attn.project_keys_values(encoder_states) for layer in self.layers]
         mask = None if encoder_mask is None else encoder_mask.bool()[:, None, None, :]
         return DecoderCache(
@@ -267,9 +295,7 @@ class Decoder(_Stack):
         x = self.embed(self.embed_tokens(input_ids) * self.embed_scale)
         mask = None if encoder_mask is None else encoder_mask.bool()[:, None, None, :]
         for layer in self.layers:
-            self_keys, self_values = layer.self_attn.project_keys_values(x)
-            cross_keys, cross_values = layer.encoder_attn.project_keys_values(encoder_states)
-            x = layer(x, self_keys, self_values, cross_keys, cross_values, mask, is_causal=True)
+            x = layer(x, None, None, None, None, mask, is_causal=True, encoder_states=encoder_states)
         return x
 
 

@@ -14,4 +14,13 @@ from omnivis.train.config import TrainConfig, apply_overrides, config_from_dict
 from omnivis.train.loop import TrainResult, train
 from omnivis.train.recipes import RECIPES, resolve_config, smoke
 
-__all__ = ["RECIPES", "TrainConfig", "TrainResult", "apply_overrides", "config_from_dict", "resolve_config", "smoke", "train"]
+__all__ = [
+    "RECIPES",
+    "TrainConfig",
+    "TrainResult",
+    "apply_overrides",
+    "config_from_dict",
+    "resolve_config",
+    "smoke",
+    "train",
+]

@@ -44,7 +44,8 @@ class TrainerState:
     global_batch: int  # images per optimizer step, all ranks
     scheduler: dict[str, Any] = field(default_factory=dict)
     best: dict[str, Any] = field(default_factory=dict)  # {"step", "metric", "value"} of the best evaluation
-    truncated_targets: int = 0  # targets cut to the token budget so far
+    truncated_targets: int = 0  # examples whose target or prompt was cut to its token budget, so far
+    unwritable_annotations: int = 0  # annotations skipped because no target parses back to them, so far
 
 
 @dataclass
@@ -52,7 +53,9 @@ class Snapshot:
     """What `save_checkpoint` writes: full (unsharded) model and optimizer state, gathered on rank 0."""
 
     model_state: dict[str, torch.Tensor]
-    optimizer_state: dict[str, Any]  # torch.distributed.checkpoint's full optimizer state dict (names as keys)
+    optimizer_state: dict[
+        str, Any
+    ]  # torch.distributed.checkpoint's full optimizer state dict (names as keys)
     rng_states: list[dict[str, torch.Tensor]]
     trainer: TrainerState
     config: dict[str, Any]
@@ -69,7 +72,11 @@ def save_checkpoint(predictor: Predictor, snapshot: Snapshot, run_dir: Path) -> 
     with atomic_directory(path) as staging:
         write_checkpoint_files(predictor, staging, snapshot.model_state)
         save_file(optimizer_tensors, str(staging / "optimizer.safetensors"))
-        rng = {f"rank{rank}/{kind}": state for rank, states in enumerate(snapshot.rng_states) for kind, state in states.items()}
+        rng = {
+            f"rank{rank}/{kind}": state
+            for rank, states in enumerate(snapshot.rng_states)
+            for kind, state in states.items()
+        }
         save_file(rng, str(staging / "rng.safetensors"))
         trainer = {**snapshot.trainer.__dict__, "param_groups": optimizer_meta}
         atomic_write_json(staging / TRAINER_STATE, trainer)
@@ -92,7 +99,13 @@ def load_checkpoint(path: Path) -> Snapshot:
     Raises:
         CheckpointError: A file is missing or unreadable: not a complete training checkpoint.
     """
-    for name in ("model.safetensors", "optimizer.safetensors", "rng.safetensors", TRAINER_STATE, "train_config.json"):
+    for name in (
+        "model.safetensors",
+        "optimizer.safetensors",
+        "rng.safetensors",
+        TRAINER_STATE,
+        "train_config.json",
+    ):
         if not (path / name).is_file():
             raise CheckpointError(f"{path} is not a complete training checkpoint: {name} is missing")
     try:

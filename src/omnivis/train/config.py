@@ -151,7 +151,9 @@ def apply_overrides(config: TrainConfig, overrides: Iterable[str]) -> TrainConfi
                 raise ConfigError(f"unknown config field {'.'.join(path[: depth + 1])!r} in {override!r}")
             target = target[name]
         if path[-1] not in target:
-            raise ConfigError(f"unknown config field {key.strip()!r}; known here: {', '.join(sorted(target))}")
+            raise ConfigError(
+                f"unknown config field {key.strip()!r}; known here: {', '.join(sorted(target))}"
+            )
         target[path[-1]] = _parse_value(text, target[path[-1]])
     return config_from_dict(values)
 
@@ -175,7 +177,9 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
     unknown = sorted(set(values) - known)
     if unknown:
         names = ", ".join(prefix + name for name in unknown)
-        raise ConfigError(f"unknown config field(s) {names}; known: {', '.join(prefix + k for k in sorted(known))}")
+        raise ConfigError(
+            f"unknown config field(s) {names}; known: {', '.join(prefix + k for k in sorted(known))}"
+        )
     return cls(**{name: _convert(value, hints[name], prefix + name) for name, value in values.items()})
 
 
@@ -206,7 +210,10 @@ def _convert(value: Any, hint: Any, path: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path} must be an object of name -> number, got {value!r}")
         key_type, value_type = typing.get_args(hint)
-        return {_convert(k, key_type, f"{path}[{k!r}]"): _convert(v, value_type, f"{path}[{k!r}]") for k, v in value.items()}
+        return {
+            _convert(k, key_type, f"{path}[{k!r}]"): _convert(v, value_type, f"{path}[{k!r}]")
+            for k, v in value.items()
+        }
     if isinstance(hint, types.UnionType):  # pragma: no cover - no union fields today
         raise ConfigError(f"{path}: union types are not supported")
     raise ConfigError(f"{path}: unsupported field type {hint!r}")  # pragma: no cover
@@ -241,7 +248,10 @@ def validate(config: TrainConfig) -> None:
     need(model.preset in PRESETS, f"model.preset {model.preset!r} is not one of {', '.join(PRESETS)}")
     need(model.image_size == 0 or (model.image_size > 0 and model.image_size % 32 == 0),
          f"model.image_size must be 0 or a positive multiple of 32, got {model.image_size}")  # fmt: skip
-    need(model.dropout == -1.0 or 0.0 <= model.dropout < 1.0, f"model.dropout must be -1 or in [0, 1), got {model.dropout}")
+    need(
+        model.dropout == -1.0 or 0.0 <= model.dropout < 1.0,
+        f"model.dropout must be -1 or in [0, 1), got {model.dropout}",
+    )
     for name in model.freeze:
         need(name in FREEZABLE, f"model.freeze: {name!r} is not one of {', '.join(FREEZABLE)}")
     need(bool(model.init), 'model.init must be "scratch" or a checkpoint directory (--init)')
@@ -255,16 +265,28 @@ def validate(config: TrainConfig) -> None:
     need(data.max_target_tokens >= 0, f"data.max_target_tokens must be >= 0, got {data.max_target_tokens}")
     need(data.num_workers >= 0, f"data.num_workers must be >= 0, got {data.num_workers}")
     need(optim.learning_rate > 0, f"optim.learning_rate must be > 0, got {optim.learning_rate}")
-    need(optim.vision_learning_rate >= 0, f"optim.vision_learning_rate must be >= 0, got {optim.vision_learning_rate}")
+    need(
+        optim.vision_learning_rate >= 0,
+        f"optim.vision_learning_rate must be >= 0, got {optim.vision_learning_rate}",
+    )
     need(optim.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {optim.weight_decay}")
     need(all(0 <= beta < 1 for beta in optim.betas), f"optim.betas must be in [0, 1), got {optim.betas}")
     need(optim.eps > 0, f"optim.eps must be > 0, got {optim.eps}")
     need(optim.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {optim.warmup_steps}")
-    need(optim.schedule in SCHEDULES, f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {optim.schedule!r}")
+    need(
+        optim.schedule in SCHEDULES,
+        f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {optim.schedule!r}",
+    )
     need(0 <= optim.min_learning_rate_ratio <= 1, "optim.min_learning_rate_ratio must be in [0, 1]")
     need(optim.grad_clip >= 0, f"optim.grad_clip must be >= 0, got {optim.grad_clip}")
-    need(0 <= optim.label_smoothing < 1, f"optim.label_smoothing must be in [0, 1), got {optim.label_smoothing}")
-    need(0 <= optim.location_smoothing < 1, f"optim.location_smoothing must be in [0, 1), got {optim.location_smoothing}")
+    need(
+        0 <= optim.label_smoothing < 1,
+        f"optim.label_smoothing must be in [0, 1), got {optim.label_smoothing}",
+    )
+    need(
+        0 <= optim.location_smoothing < 1,
+        f"optim.location_smoothing must be in [0, 1), got {optim.location_smoothing}",
+    )
     need(optim.location_smoothing_radius >= 1, "optim.location_smoothing_radius must be >= 1")
     for name in ("steps", "batch_size", "accumulation", "log_every", "checkpoint_every", "keep_last", "eval_limit",
                  "eval_num_beams", "eval_max_new_tokens"):  # fmt: skip
@@ -272,7 +294,10 @@ def validate(config: TrainConfig) -> None:
     need(config.eval_every >= 0, f"eval_every must be >= 0, got {config.eval_every}")
     for task in config.eval_tasks:
         need(task in TASKS, f"eval_tasks: unknown task {task!r}")
-    need(config.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
+    need(
+        config.precision in PRECISIONS,
+        f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}",
+    )
     need(config.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {config.device!r}")
     need(config.distributed in STRATEGIES, f"distributed must be one of {', '.join(STRATEGIES)}")
     need(config.max_time_minutes >= 0, f"max_time_minutes must be >= 0, got {config.max_time_minutes}")

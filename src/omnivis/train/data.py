@@ -9,7 +9,11 @@ Parquet shards. So 2 ranks with batch B see, together, exactly the records 1 pro
 resuming at step s needs nothing but s.
 
 An image gives `examples_per_image` examples of distinct tasks, drawn by the mixture's weights among the
-tasks it supports; its visual tokens are computed once and shared by them (`Batch.image_index`).
+tasks it supports; its visual tokens are computed once and shared by them (`Batch.image_index`). A record
+supporting none of the mixture's tasks (a COCO image without annotations) is passed over for the next one
+of the epoch's order, deterministically. Nothing crashes a run mid-way for one bad annotation: a target
+longer than the decoder's table, or a prompt longer than what the encoder has room for after the visual
+tokens, is cut and counted; an annotation that cannot be written as a target is skipped and counted.
 """
 
 from __future__ import annotations
@@ -31,18 +35,21 @@ from omnivis.errors import DatasetError
 from omnivis.images import load_image
 from omnivis.model.florence import IGNORE_INDEX
 from omnivis.tasks import TASKS, build_prompt
-from omnivis.tasks.targets import Example, examples
+from omnivis.tasks.targets import Example, all_examples
 from omnivis.tokenizer import Tokenizer
+
+# Records tried, from a position on, for one that supports a task of the mixture.
+MAX_RECORD_PROBES = 64
 
 
 @dataclass(frozen=True)
 class EncodedExample:
-    """One example as token ids: `labels` is `<s> target </s>`, cut to the budget when too long."""
+    """One example as token ids: `labels` is `<s> target </s>`; either is cut to its budget when too long."""
 
     task: str
     prompt_ids: tuple[int, ...]
     labels: tuple[int, ...]
-    truncated: bool
+    truncated: bool  # the target or the prompt was cut
 
 
 @dataclass
@@ -53,6 +60,7 @@ class ImageSample:
     image_id: str
     pixels: torch.Tensor  # (3, H, W), normalised
     examples: list[EncodedExample]
+    unwritable: int = 0  # annotations drawn that cannot be written as targets (skipped)
 
 
 @dataclass
@@ -68,8 +76,9 @@ class Batch:
     tasks: list[str]
     image_ids: list[str]
     positions: list[int]
-    truncated: int  # examples whose target was cut to the budget
+    truncated: int  # examples whose target or prompt was cut to its budget
     task_counts: Counter[str] = field(default_factory=Counter)
+    unwritable: int = 0  # annotations skipped because no target parses back to them
 
     @property
     def target_tokens(self) -> int:
@@ -78,10 +87,17 @@ class Batch:
     def to(self, device: torch.device) -> Batch:
         moved = {
             name: getattr(self, name).to(device, non_blocking=True)
-            for name in ("pixel_values", "image_index", "input_ids", "attention_mask", "decoder_input_ids", "labels")
+            for name in (
+                "pixel_values",
+                "image_index",
+                "input_ids",
+                "attention_mask",
+                "decoder_input_ids",
+                "labels",
+            )
         }
         return Batch(**moved, tasks=self.tasks, image_ids=self.image_ids, positions=self.positions,
-                     truncated=self.truncated, task_counts=self.task_counts)  # fmt: skip
+                     truncated=self.truncated, task_counts=self.task_counts, unwritable=self.unwritable)  # fmt: skip
 
 
 def resolve_mixture(dataset: Dataset, mixture: Mapping[str, float]) -> dict[str, float]:
@@ -117,6 +133,7 @@ class TrainingStream(TorchDataset[ImageSample]):
         *,
         examples_per_image: int = 1,
         max_target_tokens: int,
+        max_prompt_tokens: int = 1 << 30,
         seed: int = 0,
         shuffle: bool = True,
         mean: Sequence[float] = IMAGENET_MEAN,
@@ -129,6 +146,7 @@ class TrainingStream(TorchDataset[ImageSample]):
         self.mixture = dict(mixture)
         self.examples_per_image = examples_per_image
         self.max_target_tokens = max_target_tokens
+        self.max_prompt_tokens = max_prompt_tokens
         self.seed = seed
         self.shuffle = shuffle
         self.mean, self.std = tuple(mean), tuple(std)
@@ -138,8 +156,10 @@ class TrainingStream(TorchDataset[ImageSample]):
     def __len__(self) -> int:  # positions are unbounded; one epoch is a natural length for samplers
         return len(self.dataset)
 
-    def record_index(self, position: int) -> int:
+    def record_index(self, position: int, probe: int = 0) -> int:
+        """The record at a stream position; `probe` > 0 gives the ones after it in the epoch's order."""
         epoch, offset = divmod(position, len(self.dataset))
+        offset = (offset + probe) % len(self.dataset)
         return int(self._permutation(epoch)[offset]) if self.shuffle else offset
 
     @functools.lru_cache(maxsize=2)  # noqa: B019 - the stream lives as long as the run
@@ -147,20 +167,31 @@ class TrainingStream(TorchDataset[ImageSample]):
         return np.random.default_rng([self.seed, epoch, 0x5EED]).permutation(len(self.dataset))
 
     def __getitem__(self, position: int) -> ImageSample:
-        record = self.dataset[self.record_index(position)]
         rng = np.random.default_rng([self.seed, position])
-        drawn = draw_examples(record, self.mixture, self.examples_per_image, rng)
+        for probe in range(min(MAX_RECORD_PROBES, len(self.dataset))):
+            record = self.dataset[self.record_index(position, probe)]
+            drawn, unwritable = draw_examples(record, self.mixture, self.examples_per_image, rng)
+            if drawn:
+                break
+        else:
+            raise DatasetError(
+                f"{self.directory}: none of {MAX_RECORD_PROBES} records from stream position {position} on has an "
+                f"example of {', '.join(self.mixture)}"
+            )
         chosen = [self._encode(example, (record.width, record.height)) for example in drawn]
         image = load_image(record.image)
         pixels = preprocess([image], size=self.image_size, mean=self.mean, std=self.std)[0]
-        return ImageSample(position, record.image_id, pixels, chosen)
+        return ImageSample(position, record.image_id, pixels, chosen, unwritable)
 
     def _encode(self, example: Example, image_size: tuple[int, int]) -> EncodedExample:
         tokenizer = self.tokenizer
         prompt = build_prompt(example.task, example.input, image_size=image_size)
         prompt_ids = (tokenizer.bos_token_id, *tokenizer.encode(prompt), tokenizer.eos_token_id)
         labels = (tokenizer.bos_token_id, *tokenizer.encode(example.target), tokenizer.eos_token_id)
-        truncated = len(labels) > self.max_target_tokens
+        long_prompt = len(prompt_ids) > self.max_prompt_tokens
+        if long_prompt:  # keep the closing </s>: the encoder reads a complete, if shortened, prompt
+            prompt_ids = (*prompt_ids[: self.max_prompt_tokens - 1], tokenizer.eos_token_id)
+        truncated = long_prompt or len(labels) > self.max_target_tokens
         return EncodedExample(example.task, prompt_ids, labels[: self.max_target_tokens], truncated)
 
     def __getstate__(self) -> dict[str, object]:  # loader workers reopen the dataset themselves
@@ -175,23 +206,27 @@ class TrainingStream(TorchDataset[ImageSample]):
 
 def draw_examples(
     record: Record, mixture: Mapping[str, float], count: int, rng: np.random.Generator
-) -> list[Example]:
+) -> tuple[list[Example], int]:
     """Up to `count` examples of distinct tasks, tasks drawn by weight among those the record supports.
 
-    A record supporting no task of the mixture gives no examples (it still costs its image a slot).
+    Returns:
+        The examples (none when the record supports no task of the mixture), and how many annotations of
+        the drawn tasks could not be written as targets (skipped, for the log to count).
     """
     offered = supported_tasks(record)
     tasks = [task for task in mixture if task in offered]
     if not tasks:
-        return []
+        return [], 0
     weights = np.array([mixture[task] for task in tasks], dtype=np.float64)
     picked = rng.choice(len(tasks), size=min(count, len(tasks)), replace=False, p=weights / weights.sum())
     drawn: list[Example] = []
+    unwritable = 0
     for index in sorted(picked.tolist()):  # sorted: the order does not depend on the draw's internals
-        made = examples(tasks[index], record)
+        made, refused = all_examples(record, [tasks[index]])
+        unwritable += len(refused)
         if made:
             drawn.append(made[int(rng.integers(len(made)))])
-    return drawn
+    return drawn, unwritable
 
 
 def micro_batch_positions(step: int, micro: int, *, rank: int, world_size: int, batch_size: int,
@@ -207,7 +242,12 @@ class StepSampler:
     def __init__(self, start_step: int, steps: int, *, rank: int, world_size: int, batch_size: int,
                  accumulation: int) -> None:  # fmt: skip
         self.start_step, self.steps = start_step, steps
-        self.layout = {"rank": rank, "world_size": world_size, "batch_size": batch_size, "accumulation": accumulation}
+        self.layout = {
+            "rank": rank,
+            "world_size": world_size,
+            "batch_size": batch_size,
+            "accumulation": accumulation,
+        }
         self.accumulation = accumulation
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -247,4 +287,5 @@ def collate(samples: Sequence[ImageSample], pad_token_id: int, decoder_start_tok
         positions=[sample.position for sample in samples],
         truncated=sum(example.truncated for _, example in rows),
         task_counts=Counter(example.task for _, example in rows),
+        unwritable=sum(sample.unwritable for sample in samples),
     )

@@ -6,7 +6,7 @@ is initialised. Multi-node runs add torchrun's rendezvous flags (`--nnodes`, `--
 `--rdzv-endpoint`); nothing here changes.
 
 DDP keeps a whole replica per rank and averages gradients; FSDP (PyTorch's `fully_shard`) shards parameters,
-gradients and optimizer state, one unit per transformer layer and DaViT stage, for models that do not fit.
+gradients and optimizer state, one unit per transformer layer and DaViT block, for models that do not fit.
 Both average gradients over ranks, which the loss scaling in the loop accounts for.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -95,8 +96,9 @@ def wrap(model: Florence2, runtime: Runtime, strategy: str) -> nn.Module:
 
 
 def shard_units(model: Florence2) -> list[nn.Module]:
-    """The FSDP units: each DaViT stage and each encoder and decoder layer."""
-    units: list[nn.Module] = list(model.vision_tower.blocks)
+    """The FSDP units: each DaViT block and each encoder and decoder layer."""
+    stages = typing.cast(nn.ModuleList, model.vision_tower.blocks)
+    units: list[nn.Module] = [block for stage in stages for block in typing.cast(nn.ModuleList, stage)]
     units += list(model.language_model.encoder.layers)
     units += list(model.language_model.decoder.layers)
     return units
@@ -109,8 +111,9 @@ def gradient_sync(model: nn.Module, enabled: bool) -> Iterator[None]:
         with model.no_sync():
             yield
         return
-    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2
-        model.set_requires_gradient_sync(enabled)
+    set_sync = getattr(model, "set_requires_gradient_sync", None)  # FSDP2
+    if callable(set_sync):
+        set_sync(enabled)
     yield
 
 

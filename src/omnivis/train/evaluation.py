@@ -7,15 +7,16 @@ that copy; under DDP or one process, rank 0 evaluates its own replica, switched 
 from __future__ import annotations
 
 import copy
+import typing
 from dataclasses import dataclass
 
 import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from omnivis.eval import run_evaluation
-from omnivis.eval.outputs import metrics_only
 from omnivis.eval.inference import DecodingSettings
 from omnivis.eval.metrics import headline_score
+from omnivis.eval.outputs import metrics_only
 from omnivis.model.checkpoint import untie
 from omnivis.model.florence import Florence2
 from omnivis.predictor import Predictor
@@ -46,7 +47,9 @@ class EvaluationResult:
     @property
     def flat(self) -> dict[str, float | None]:
         """{"<OD>/AP50": 0.71, ...} for logs."""
-        return {f"{task}/{name}": value for task, values in self.metrics.items() for name, value in values.items()}
+        return {
+            f"{task}/{name}": value for task, values in self.metrics.items() for name, value in values.items()
+        }
 
 
 def evaluate_checkpoint(
@@ -77,7 +80,7 @@ def _full_copy(predictor: Predictor, model: torch.nn.Module, runtime: Runtime) -
     if not runtime.is_main:
         return predictor
     replica = Florence2(copy.deepcopy(predictor.model.config))
-    replica.load_state_dict(untie(state), strict=False)
+    replica.load_state_dict(untie(typing.cast(dict[str, torch.Tensor], state)), strict=False)
     replica.tie_weights()
     return Predictor(replica.to(runtime.device), predictor.tokenizer, predictor.generation,
                      predictor.image_processing, predictor.parse_config)  # fmt: skip

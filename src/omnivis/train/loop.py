@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from omnivis.train.data import Batch, StepSampler, TrainingStream, collate, reso
 from omnivis.train.distributed import Runtime
 from omnivis.train.evaluation import EvaluationSettings, evaluate_checkpoint
 from omnivis.train.loss import LossSettings, location_range, summed_token_loss
-from omnivis.train.model_setup import build_predictor
+from omnivis.train.model_setup import build_predictor, set_training_mode
 from omnivis.train.monitor import RunLog
 from omnivis.train.optim import build_optimizer, build_scheduler
 from omnivis.train.summary import write_summary
@@ -83,7 +84,8 @@ def _run(config: TrainConfig, runtime: Runtime, resume: bool | str, progress: bo
     predictor = build_predictor(config.model, config.seed)
     stream = build_stream(config, predictor)
     loss_settings = build_loss_settings(config, predictor)
-    predictor.model.to(runtime.device).train()
+    predictor.model.to(runtime.device)
+    set_training_mode(predictor.model, config.model.freeze)
     model = distributed.wrap(predictor.model, runtime, config.distributed)
     optimizer = build_optimizer(model, config.optim)
     scheduler = build_scheduler(optimizer, config.optim, config.steps)
@@ -95,7 +97,9 @@ def _run(config: TrainConfig, runtime: Runtime, resume: bool | str, progress: bo
         _start_run_directory(run_dir, config)
     distributed.barrier(runtime)
     loader = build_loader(stream, state.step, config, runtime, predictor)
-    log = RunLog(run_dir, enabled=runtime.is_main, start_step=state.step, total_steps=config.steps, progress=progress)
+    log = RunLog(
+        run_dir, enabled=runtime.is_main, start_step=state.step, total_steps=config.steps, progress=progress
+    )
     if resume_from is not None:
         log.write({"kind": "note", "step": state.step, "resumed_from": str(resume_from)})
     autocast = build_autocast(config, runtime)
@@ -104,31 +108,41 @@ def _run(config: TrainConfig, runtime: Runtime, resume: bool | str, progress: bo
     batches = iter(loader)
     for step in range(state.step, config.steps):
         micro_batches = [next(batches).to(runtime.device) for _ in range(config.accumulation)]
-        count = torch.tensor(float(sum(b.target_tokens for b in micro_batches)), device=runtime.device)
-        tokens = distributed.all_reduce_sum(count, runtime)  # the step's target tokens, all ranks
+        counts = torch.tensor([[b.target_tokens, b.truncated, b.unwritable] for b in micro_batches],
+                              dtype=torch.float64, device=runtime.device).sum(dim=0)  # fmt: skip
+        counts = distributed.all_reduce_sum(counts, runtime)  # over all ranks
+        tokens = counts[0].float()  # the step's target tokens: the loss is their mean
         step_loss = torch.zeros((), device=runtime.device)
         for index, batch in enumerate(micro_batches):
             with distributed.gradient_sync(model, enabled=index == len(micro_batches) - 1), autocast:
                 logits = model(batch.pixel_values, batch.input_ids, batch.decoder_input_ids,
                                attention_mask=batch.attention_mask, image_index=batch.image_index)["logits"]  # fmt: skip
-                loss = summed_token_loss(logits, batch.labels, loss_settings) * runtime.world_size / tokens.clamp(min=1)
+                loss = (
+                    summed_token_loss(logits, batch.labels, loss_settings)
+                    * runtime.world_size
+                    / tokens.clamp(min=1)
+                )
             loss.backward()
             step_loss += loss.detach()
         loss_value = float(distributed.all_reduce_sum(step_loss, runtime)) / runtime.world_size
         if not math.isfinite(loss_value):
             _stop_on_bad_loss(step, loss_value, micro_batches, last_checkpoint)
         grad_norm = _clip(model, config.optim.grad_clip)
+        learning_rate = optimizer.param_groups[0]["lr"]  # the rate this step trains at
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss_value)
         state.step, state.position = step + 1, (step + 1) * global_batch
-        state.truncated_targets += sum(b.truncated for b in micro_batches)
+        state.truncated_targets += int(counts[1])
+        state.unwritable_annotations += int(counts[2])
         timer.add(global_batch, int(tokens))
         log.advance(1)
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
-            _log_step(log, state, loss_value, grad_norm, scheduler, timer, micro_batches)
-        out_of_time = config.max_time_minutes > 0 and time.perf_counter() - started > 60 * config.max_time_minutes
+            _log_step(log, state, loss_value, grad_norm, learning_rate, timer, micro_batches)
+        out_of_time = (
+            config.max_time_minutes > 0 and time.perf_counter() - started > 60 * config.max_time_minutes
+        )
         out_of_time = distributed.broadcast_flag(out_of_time, runtime)
         final = step + 1 == config.steps or out_of_time
         if config.data.eval and ((config.eval_every and (step + 1) % config.eval_every == 0) or final):
@@ -137,7 +151,13 @@ def _run(config: TrainConfig, runtime: Runtime, resume: bool | str, progress: bo
             state.scheduler = scheduler.state_dict()
             last_checkpoint = save(predictor, model, optimizer, state, config, runtime, log)
         if out_of_time:
-            log.write({"kind": "note", "step": state.step, "stopped": f"time budget of {config.max_time_minutes} min"})
+            log.write(
+                {
+                    "kind": "note",
+                    "step": state.step,
+                    "stopped": f"time budget of {config.max_time_minutes} min",
+                }
+            )
             break
     log.close()
     best = run_dir / checkpointing.CHECKPOINTS / checkpointing.BEST
@@ -153,9 +173,11 @@ def build_stream(config: TrainConfig, predictor: Predictor) -> TrainingStream:
     """The training stream over `data.train` with the resolved task mixture and target budget."""
     limit = predictor.model.config.text.max_position_embeddings
     budget = min(config.data.max_target_tokens or limit, limit)
+    prompt_room = limit - predictor.model.config.num_image_tokens  # the encoder reads image tokens + prompt
     stream = TrainingStream(
         config.data.train, predictor.tokenizer, predictor.image_processing.size, {},
-        examples_per_image=config.data.examples_per_image, max_target_tokens=budget, seed=config.seed,
+        examples_per_image=config.data.examples_per_image, max_target_tokens=budget,
+        max_prompt_tokens=prompt_room, seed=config.seed,
         shuffle=config.data.shuffle, mean=predictor.image_processing.mean, std=predictor.image_processing.std,
     )  # fmt: skip
     stream.mixture = resolve_mixture(stream.dataset, config.data.mixture)
@@ -163,7 +185,7 @@ def build_stream(config: TrainConfig, predictor: Predictor) -> TrainingStream:
 
 
 def build_loader(stream: TrainingStream, start_step: int, config: TrainConfig, runtime: Runtime,
-                 predictor: Predictor) -> DataLoader[Batch]:  # fmt: skip
+                 predictor: Predictor) -> DataLoader[Any]:  # fmt: skip
     sampler = StepSampler(start_step, config.steps, rank=runtime.rank, world_size=runtime.world_size,
                           batch_size=config.batch_size, accumulation=config.accumulation)  # fmt: skip
     tokenizer = predictor.tokenizer
@@ -192,7 +214,9 @@ def build_loss_settings(config: TrainConfig, predictor: Predictor) -> LossSettin
 
 def build_autocast(config: TrainConfig, runtime: Runtime) -> contextlib.AbstractContextManager[Any]:
     """bf16 autocast on CUDA ("auto" or "bfloat16"); float32 everywhere else."""
-    wants_bf16 = config.precision == "bfloat16" or (config.precision == "auto" and runtime.device.type == "cuda")
+    wants_bf16 = config.precision == "bfloat16" or (
+        config.precision == "auto" and runtime.device.type == "cuda"
+    )
     if wants_bf16:
         return torch.autocast(runtime.device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -212,7 +236,9 @@ def _seed(config: TrainConfig, runtime: Runtime) -> None:
 def _resume_point(run_dir: Path, resume: bool | str) -> Path | None:
     if resume is False:
         if checkpointing.latest_checkpoint(run_dir) is not None:
-            raise ConfigError(f"{run_dir} already holds checkpoints; resume it (--resume) or choose another out")
+            raise ConfigError(
+                f"{run_dir} already holds checkpoints; resume it (--resume) or choose another out"
+            )
         return None
     if resume is True:
         return checkpointing.latest_checkpoint(run_dir)  # None: nothing saved yet, start fresh
@@ -236,7 +262,13 @@ def save(predictor: Predictor, model: torch.nn.Module, optimizer: torch.optim.Op
     run_dir = Path(config.out)
     path = checkpointing.checkpoint_path(run_dir, state.step)
     if runtime.is_main:
-        snapshot = Snapshot(model_state, optimizer_state, rng_states, state, config.to_dict())
+        snapshot = Snapshot(
+            typing.cast(dict[str, torch.Tensor], model_state),
+            optimizer_state,
+            rng_states,
+            state,
+            config.to_dict(),
+        )
         checkpointing.save_checkpoint(predictor, snapshot, run_dir)
         if state.best.get("step") == state.step:
             checkpointing.keep_best(run_dir, path)
@@ -260,8 +292,10 @@ def restore(path: Path, predictor: Predictor, model: torch.nn.Module, optimizer:
     weights = untie(snapshot.model_state)
     check_state(weights, expected_tensors(predictor.model), str(path / "model.safetensors"))
     # torch.distributed.checkpoint loads strictly, tied aliases included: give each alias the shared table.
-    weights = {name: weights[SHARED if name in TIED_ALIASES else name] for name in predictor.model.state_dict()}
-    set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=snapshot.optimizer_state,
+    weights = {
+        name: weights[SHARED if name in TIED_ALIASES else name] for name in predictor.model.state_dict()
+    }
+    set_state_dict(model, optimizer, model_state_dict=typing.cast(dict[str, Any], weights), optim_state_dict=snapshot.optimizer_state,
                    options=StateDictOptions(full_state_dict=True))  # fmt: skip
     scheduler.load_state_dict(trainer.scheduler)
     if trainer.world_size == runtime.world_size:
@@ -276,7 +310,11 @@ def restore(path: Path, predictor: Predictor, model: torch.nn.Module, optimizer:
 
 def _stop_on_bad_loss(step: int, value: float, batches: list[Batch], last_checkpoint: Path | None) -> None:
     images = [image_id for batch in batches for image_id in batch.image_ids]
-    kept = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written yet"
+    kept = (
+        f"the last good checkpoint is {last_checkpoint}"
+        if last_checkpoint
+        else "no checkpoint was written yet"
+    )
     raise TrainingError(
         f"non-finite loss ({value}) at step {step + 1}, on the batch of images {', '.join(images[:16])}"
         f"{' ...' if len(images) > 16 else ''}; no weight was updated; {kept}"
@@ -315,17 +353,17 @@ class _Throughput:
         return rates
 
 
-def _log_step(log: RunLog, state: TrainerState, loss: float, grad_norm: float,
-              scheduler: torch.optim.lr_scheduler.LRScheduler, timer: _Throughput, batches: list[Batch]) -> None:  # fmt: skip
+def _log_step(log: RunLog, state: TrainerState, loss: float, grad_norm: float, learning_rate: float,
+              timer: _Throughput, batches: list[Batch]) -> None:  # fmt: skip
     samples_per_s, tokens_per_s = timer.take()
-    learning_rate = scheduler.get_last_lr()[0]
     tasks: dict[str, int] = {}
     for batch in batches:
         for task, count in batch.task_counts.items():
             tasks[task] = tasks.get(task, 0) + count
     log.write({"kind": "train", "step": state.step, "loss": loss, "lr": learning_rate, "grad_norm": grad_norm,
                "samples_per_s": samples_per_s, "tokens_per_s": tokens_per_s,
-               "truncated_targets": state.truncated_targets, "examples_by_task": tasks})  # fmt: skip
+               "truncated_targets": state.truncated_targets, "unwritable_annotations": state.unwritable_annotations,
+               "examples_by_task": tasks})  # fmt: skip
     log.postfix({"loss": f"{loss:.3f}", "img/s": f"{samples_per_s:.1f}", "tok/s": f"{tokens_per_s:.0f}"})
 
 
@@ -334,6 +372,7 @@ def _evaluate(predictor: Predictor, model: torch.nn.Module, config: TrainConfig,
     """Evaluates on rank 0 and records the best; the other ranks wait."""
     settings = EvaluationSettings.from_config(config, predictor)
     result = evaluate_checkpoint(predictor, model, settings, runtime)
+    set_training_mode(predictor.model, config.model.freeze)
     if runtime.is_main and result is not None:
         log.write({"kind": "eval", "step": state.step, **result.flat, "score": result.score})
         log.message(f"step {state.step}: eval score {result.score:.4f}")

@@ -83,8 +83,10 @@ def _location_smoothed(
     valid = (neighbours >= 0) & (neighbours < NUM_BINS)  # the image edge: bins beyond it do not exist
     weights = kernel[None] * valid  # (L, 2r)
     weights = weights / weights.sum(dim=1, keepdim=True)
-    neighbour_ids = (neighbours.clamp(0, NUM_BINS - 1) + first)  # (L, 2r)
+    neighbour_ids = neighbours.clamp(0, NUM_BINS - 1) + first  # (L, 2r)
     neighbour_loss = -(log_probs[rows[:, None], neighbour_ids] * weights).sum(dim=1)  # (L,)
     smoothed = loss.clone()
-    smoothed[rows] = (1 - settings.location_smoothing) * loss[rows] + settings.location_smoothing * neighbour_loss
+    smoothed[rows] = (1 - settings.location_smoothing) * loss[
+        rows
+    ] + settings.location_smoothing * neighbour_loss
     return smoothed

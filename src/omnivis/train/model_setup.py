@@ -77,7 +77,9 @@ def _refit(predictor: Predictor, settings: ModelSettings) -> Predictor:
     model.load_state_dict(predictor.model.state_dict())
     model.tie_weights()
     if new.image_size != old.image_size:
-        model.multi_modal_projector.image_position_embed.resample_(_grid(old.image_size), _grid(new.image_size))
+        model.multi_modal_projector.image_position_embed.resample_(
+            _grid(old.image_size), _grid(new.image_size)
+        )
     processing = dataclasses.replace(predictor.image_processing, size=new.image_size)
     return dataclasses.replace(predictor, model=model, image_processing=processing)
 
@@ -100,7 +102,11 @@ def load_vision_tower(model: Florence2, directory: Path) -> None:
         weights = checkpoint.native_to_omnivis(weights)
     elif layout != "omnivis":
         weights = checkpoint.remote_code_to_omnivis(weights)
-    vision = {name[len(VISION_PREFIX) :]: tensor for name, tensor in weights.items() if name.startswith(VISION_PREFIX)}
+    vision = {
+        name[len(VISION_PREFIX) :]: tensor
+        for name, tensor in weights.items()
+        if name.startswith(VISION_PREFIX)
+    }
     if not vision:
         raise CheckpointError(f"{path} holds no vision tower weights ({VISION_PREFIX}*)")
     expected = {name: tensor.shape for name, tensor in model.vision_tower.state_dict().items()}
@@ -124,3 +130,18 @@ def freeze(model: nn.Module, names: tuple[str, ...]) -> None:
 def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """(name, parameter) of every parameter that trains, tied ones once."""
     return [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
+
+
+def set_training_mode(model: nn.Module, frozen: tuple[str, ...]) -> None:
+    """Training mode for the parts that train, eval mode for the frozen ones.
+
+    A frozen part in training mode would still drop paths and activations at random (DaViT's stochastic
+    depth, dropout), so the features the trained parts learn from would differ from those seen at inference.
+    """
+    model.train()
+    prefixes = tuple(prefix for name in frozen for prefix in FREEZABLE[name])
+    if not prefixes:
+        return
+    for name, module in model.named_modules():
+        if (name + ".").startswith(prefixes):
+            module.eval()

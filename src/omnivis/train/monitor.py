@@ -23,7 +23,9 @@ METRICS_FILE = "metrics.jsonl"
 class RunLog:
     """Writes the run's metrics; every method is a no-op on ranks other than 0."""
 
-    def __init__(self, run_dir: Path, *, enabled: bool, start_step: int, total_steps: int, progress: bool) -> None:
+    def __init__(
+        self, run_dir: Path, *, enabled: bool, start_step: int, total_steps: int, progress: bool
+    ) -> None:
         self.enabled = enabled
         self.path = run_dir / METRICS_FILE
         self.bar: tqdm[Any] | None = None
@@ -34,7 +36,9 @@ class RunLog:
         run_dir.mkdir(parents=True, exist_ok=True)
         _truncate_after(self.path, start_step)
         if progress:
-            self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, desc="train")
+            self.bar = tqdm(
+                total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, desc="train"
+            )
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is optional: the JSONL log holds everything
@@ -50,7 +54,11 @@ class RunLog:
         if self.writer is not None and "step" in event:
             prefix = event["kind"]
             for key, value in event.items():
-                if key not in ("kind", "step") and isinstance(value, int | float) and not isinstance(value, bool):
+                if (
+                    key not in ("kind", "step")
+                    and isinstance(value, int | float)
+                    and not isinstance(value, bool)
+                ):
                     self.writer.add_scalar(f"{prefix}/{key}", value, event["step"])
             self.writer.flush()
 

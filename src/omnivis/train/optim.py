@@ -59,5 +59,7 @@ def schedule_factor(settings: OptimSettings, total_steps: int) -> Callable[[int]
     return factor
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, settings: OptimSettings, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, settings: OptimSettings, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_factor(settings, total_steps))

@@ -29,8 +29,10 @@ def tiny_world_cpu() -> TrainConfig:
     return TrainConfig(
         model=ModelSettings(preset="tiny", image_size=256, dropout=0.0),
         data=DataSettings(train=WORLD_TRAIN, eval=WORLD_VAL, examples_per_image=4, max_target_tokens=256),
-        optim=OptimSettings(learning_rate=1e-3, weight_decay=0.01, warmup_steps=200, min_learning_rate_ratio=0.05,
-                            location_smoothing=0.1),  # fmt: skip
+        optim=OptimSettings(
+            learning_rate=1e-3, weight_decay=0.01, warmup_steps=200, min_learning_rate_ratio=0.05,
+            location_smoothing=0.1,
+        ),
         steps=6000, batch_size=16, precision="float32", device="cpu", out="runs/tiny-world-cpu",
         log_every=10, checkpoint_every=250, eval_every=1000, eval_limit=24, eval_max_new_tokens=256,
     )  # fmt: skip
@@ -61,7 +63,7 @@ def base_finetune() -> TrainConfig:
     Keep a share of the original tasks (data.mixture) to avoid forgetting them.
     """
     return TrainConfig(
-        model=ModelSettings(preset="florence2-base", init="", dropout=0.1),
+        model=ModelSettings(preset="florence2-base", init=""),
         data=DataSettings(train="", max_target_tokens=1024),
         optim=OptimSettings(learning_rate=1e-6, vision_learning_rate=1e-7, warmup_steps=50, weight_decay=0.01),
         steps=2000, batch_size=8, out="runs/base-finetune", checkpoint_every=500, eval_every=500,
@@ -75,7 +77,9 @@ RECIPES: dict[str, Callable[[], TrainConfig]] = {
 }
 
 
-def smoke(config: TrainConfig, *, data: str | Path, out: str | Path, init: str | Path | None = None) -> TrainConfig:
+def smoke(
+    config: TrainConfig, *, data: str | Path, out: str | Path, init: str | Path | None = None
+) -> TrainConfig:
     """`config` shrunk to a few seconds on a CPU: 3 steps of 2 images, on `data`, into `out`."""
     model = replace(config.model, init=str(init) if init is not None else config.model.init or "scratch")
     if model.init == "scratch":

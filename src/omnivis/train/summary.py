@@ -21,17 +21,24 @@ def write_summary(run_dir: Path, config: TrainConfig, state: TrainerState) -> Pa
     evals = [event for event in events if event["kind"] == "eval"]
     if train:
         atomic_write_bytes(run_dir / CURVE, plot_curve(train, evals))
-    lines = [f"# Training run `{run_dir.name}`", "", f"Steps: {state.step} of {config.steps}; "
-             f"{state.global_batch} images per step; {state.truncated_targets} targets cut to the token budget.", ""]  # fmt: skip
+    counts = (
+        f"Steps: {state.step} of {config.steps}; {state.global_batch} images per step; {state.truncated_targets} "
+        f"targets cut to the token budget; {state.unwritable_annotations} annotations skipped as unwritable."
+    )
+    lines = [f"# Training run `{run_dir.name}`", "", counts, ""]
     if train:
         last = train[-1]
         rates = [event["samples_per_s"] for event in train[1:]] or [last["samples_per_s"]]
-        lines += [f"Final loss {last['loss']:.4f} (first logged {train[0]['loss']:.4f}); "
-                  f"median {sorted(rates)[len(rates) // 2]:.1f} images/s.", "", f"![learning curve]({CURVE})", ""]  # fmt: skip
+        median_rate = sorted(rates)[len(rates) // 2]
+        loss_line = f"Final loss {last['loss']:.4f} (first logged {train[0]['loss']:.4f}); median {median_rate:.1f} images/s."
+        lines += [loss_line, "", f"![learning curve]({CURVE})", ""]
     if evals:
         lines += _evaluation_table(evals[-1])
     if state.best:
-        lines += [f"Best checkpoint: step {state.best['step']} (score {state.best['value']:.4f}), in checkpoints/best.", ""]
+        lines += [
+            f"Best checkpoint: step {state.best['step']} (score {state.best['value']:.4f}), in checkpoints/best.",
+            "",
+        ]
     lines += ["## Config", "", "```json", config.to_json().rstrip(), "```", ""]
     path = run_dir / "summary.md"
     atomic_write_text(path, "\n".join(lines))
@@ -43,7 +50,9 @@ def _evaluation_table(event: dict[str, Any]) -> list[str]:
             if "/" in key and key.startswith("<")]  # fmt: skip
     lines = [f"## Evaluation at step {event['step']} (score {event.get('score', 0.0):.4f})", "",
              "| task | metric | value |", "|---|---|---|"]  # fmt: skip
-    lines += [f"| `{task}` | {name} | {'n/a' if value is None else f'{value:.4f}'} |" for task, name, value in rows]
+    lines += [
+        f"| `{task}` | {name} | {'n/a' if value is None else f'{value:.4f}'} |" for task, name, value in rows
+    ]
     return [*lines, ""]
 
 
