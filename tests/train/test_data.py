@@ -172,3 +172,36 @@ def test_the_mixture_must_be_drawable(captions_only: Path) -> None:
     with pytest.raises(DatasetError, match=r"no examples of <OD>, <VQA>, which the mixture asks for"):
         resolve_mixture(dataset, {"<CAPTION>": 1.0, "<OD>": 1.0, "<VQA>": 2.0})
     assert resolve_mixture(dataset, {"<CAPTION>": 1.0, "<OD>": 0.0}) == {"<CAPTION>": 1.0}
+
+
+def test_length_chunks_hold_every_row_once_and_give_the_same_loss(world_train: Path) -> None:
+    from omnivis.model.presets import preset_config
+    from omnivis.model.florence import Florence2
+    from omnivis.train.loss import LossSettings, summed_token_loss
+
+    stream = TrainingStream(str(world_train), bundled_tokenizer(), (64, 64), {"<OD>": 1.0, "<VQA>": 1.0,
+                            "<MORE_DETAILED_CAPTION>": 1.0, "<REGION_TO_CATEGORY>": 1.0}, examples_per_image=4,
+                            max_target_tokens=512)  # fmt: skip
+    samples = [stream[0], stream[1], stream[2]]
+    whole = collate(samples, pad_token_id=1, decoder_start_token_id=2, length_chunks=1)
+    split = collate(samples, pad_token_id=1, decoder_start_token_id=2, length_chunks=3)
+    assert len(whole.chunks) == 1 and len(split.chunks) == 3
+    assert sorted(torch.cat([c.image_index for c in split.chunks]).tolist()) == sorted(
+        whole.image_index.tolist()
+    )
+    assert sum(int((labels != IGNORE_INDEX).sum()) for labels in split.chunk_labels) == whole.target_tokens
+    padded = sum(labels.numel() for labels in split.chunk_labels)
+    assert padded < whole.labels.numel()  # the point of chunking: less padding
+    config = preset_config("tiny", vocab_size=stream.tokenizer.vocab_size)
+    config.image_size = (64, 64)
+    torch.manual_seed(0)
+    model = Florence2(config).eval()
+    losses = []
+    for batch in (whole, split):
+        chunk_logits = model(batch.pixel_values, chunks=batch.chunks)["chunk_logits"]
+        losses.append(sum(summed_token_loss(logits, labels, LossSettings())
+                          for logits, labels in zip(chunk_logits, batch.chunk_labels)))  # fmt: skip
+    reference = model(whole.pixel_values, whole.input_ids, whole.decoder_input_ids, attention_mask=whole.attention_mask,
+                      image_index=whole.image_index)["logits"]  # fmt: skip
+    expected = summed_token_loss(reference, whole.labels, LossSettings())
+    assert torch.allclose(losses[0], expected, rtol=1e-5) and torch.allclose(losses[1], expected, rtol=1e-5)

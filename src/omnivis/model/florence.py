@@ -27,7 +27,10 @@ class FlorenceConfig:
     vision: DaViTConfig = field(default_factory=DaViTConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     text: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
-    image_size: tuple[int, int] = (768, 768)  # (height, width) images are resized to; 768 gives a 24x24 token grid
+    image_size: tuple[int, int] = (
+        768,
+        768,
+    )  # (height, width) images are resized to; 768 gives a 24x24 token grid
 
     def __post_init__(self) -> None:
         if self.projector.vision_dim != self.vision.embed_dims[-1]:
@@ -61,6 +64,24 @@ class FlorenceConfig:
             text=Seq2SeqConfig(**values["text"]),
             image_size=tuple(values.get("image_size", (768, 768))),  # type: ignore[arg-type]
         )
+
+
+@dataclass
+class TextChunk:
+    """Rows of a batch encoded and decoded together, padded only to their own longest prompt and target.
+
+    Training groups rows of similar length into chunks, so a 3-token answer is not padded to a 200-token
+    caption's length; the images are still encoded once for all chunks.
+    """
+
+    image_index: torch.Tensor  # (rows,) the image each row reads
+    input_ids: torch.Tensor  # (rows, prompt tokens)
+    attention_mask: torch.Tensor  # (rows, prompt tokens), 1 = real token
+    decoder_input_ids: torch.Tensor  # (rows, target tokens)
+
+    def to(self, device: torch.device) -> TextChunk:
+        return TextChunk(*(tensor.to(device, non_blocking=True) for tensor in
+                           (self.image_index, self.input_ids, self.attention_mask, self.decoder_input_ids)))  # fmt: skip
 
 
 @dataclass
@@ -137,25 +158,31 @@ class Florence2(nn.Module):
     def forward(
         self,
         pixel_values: torch.Tensor,
-        input_ids: torch.Tensor,
-        decoder_input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         label_smoothing: float = 0.0,
         image_index: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
+        chunks: list[TextChunk] | None = None,
+    ) -> dict[str, Any]:
         """Teacher-forced pass. Returns `logits` (B, T, vocab) and, given `labels` (B, T), the mean token `loss`.
 
         `image_index` (B,), when given, says which of the `pixel_values` images each row reads, so several
         prompts about one image share one pass through the vision tower (training draws several tasks per image).
+        With `chunks` instead of the row tensors, returns `chunk_logits`: one (rows, T, vocab) per chunk, every
+        chunk reading the same single pass over the images.
         """
         image_tokens = self.encode_image(pixel_values)  # (images, N, d_model)
+        if chunks is not None:
+            return {"chunk_logits": [self._decode_rows(image_tokens[c.image_index], c.input_ids, c.attention_mask,
+                                                       c.decoder_input_ids) for c in chunks]}  # fmt: skip
+        if input_ids is None or decoder_input_ids is None:
+            raise ValueError("give input_ids and decoder_input_ids, or chunks")
         if image_index is not None:
             image_tokens = image_tokens[image_index]  # (B, N, d_model)
-        encoded = self.encode(input_ids, attention_mask, image_tokens=image_tokens)
-        hidden = self.language_model.decoder(decoder_input_ids, encoded.states, encoded.mask)
-        logits = self.logits(hidden)
-        output = {"logits": logits}
+        logits = self._decode_rows(image_tokens, input_ids, attention_mask, decoder_input_ids)
+        output: dict[str, Any] = {"logits": logits}
         if labels is not None:
             output["loss"] = F.cross_entropy(
                 logits.flatten(0, 1).float(),
@@ -164,6 +191,18 @@ class Florence2(nn.Module):
                 label_smoothing=label_smoothing,
             )
         return output
+
+    def _decode_rows(
+        self,
+        image_tokens: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        decoder_input_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B, N, d_model) visual tokens + (B, T) prompts -> (B, T', vocab) logits for (B, T') decoder inputs."""
+        encoded = self.encode(input_ids, attention_mask, image_tokens=image_tokens)
+        hidden = self.language_model.decoder(decoder_input_ids, encoded.states, encoded.mask)
+        return self.logits(hidden)
 
     # Incremental decoding, the interface `omnivis.model.generation` drives.
 

@@ -6,7 +6,8 @@ A checkpoint is `<run>/checkpoints/step-00001234/`: an ordinary omnivis checkpoi
 - `rng.safetensors`: every rank's RNG state (dropout draws from it), keyed `rank<r>/<device>`;
 - `trainer_state.json`: the step, the optimizer's parameter groups, the scheduler, the data position (the next
   stream position), the world size and global batch it was made with, and the best evaluation so far;
-- `train_config.json`: the resolved config of the run.
+- `train_config.json`: the resolved config of the run;
+- `adapters.safetensors` (LoRA runs only): the adapter factors; `model.safetensors` then holds merged weights.
 No pickle is written or read. The directory is built under a hidden staging name and renamed into place
 only when complete, so a process killed mid-write leaves nothing `latest_checkpoint` would pick up.
 """
@@ -27,6 +28,7 @@ from omnivis.errors import CheckpointError
 from omnivis.io import atomic_directory, atomic_write_json
 from omnivis.loading import write_checkpoint_files
 from omnivis.predictor import Predictor
+from omnivis.train.lora import ADAPTERS_FILE
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
@@ -59,6 +61,7 @@ class Snapshot:
     rng_states: list[dict[str, torch.Tensor]]
     trainer: TrainerState
     config: dict[str, Any]
+    adapters: dict[str, torch.Tensor] | None = None  # LoRA factors; then model_state holds the merged weights
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
@@ -72,6 +75,9 @@ def save_checkpoint(predictor: Predictor, snapshot: Snapshot, run_dir: Path) -> 
     with atomic_directory(path) as staging:
         write_checkpoint_files(predictor, staging, snapshot.model_state)
         save_file(optimizer_tensors, str(staging / "optimizer.safetensors"))
+        if snapshot.adapters is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in snapshot.adapters.items()},
+                      str(staging / ADAPTERS_FILE))  # fmt: skip
         rng = {
             f"rank{rank}/{kind}": state
             for rank, states in enumerate(snapshot.rng_states)
@@ -121,11 +127,12 @@ def load_checkpoint(path: Path) -> Snapshot:
             rank, kind = key.split("/", 1)
             rng_states.setdefault(int(rank.removeprefix("rank")), {})[kind] = tensor
         model_state = load_file(str(path / "model.safetensors"))
+        adapters = load_file(str(path / ADAPTERS_FILE)) if (path / ADAPTERS_FILE).is_file() else None
         config = json.loads((path / "train_config.json").read_text())
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"{path}: unreadable training checkpoint ({error})") from error
     rngs = [rng_states[rank] for rank in sorted(rng_states)]
-    return Snapshot(model_state, optimizer_state, rngs, trainer, config)
+    return Snapshot(model_state, optimizer_state, rngs, trainer, config, adapters)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

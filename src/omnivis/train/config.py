@@ -62,6 +62,7 @@ class DataSettings:
     # dataset supports, weight 1 each. A record draws its tasks among those it supports, by weight.
     examples_per_image: int = 1  # examples (distinct tasks) per image in a batch; the image is encoded once
     max_target_tokens: int = 0  # targets are cut to this many tokens and counted; 0 = the decoder's table
+    length_chunks: int = 1  # rows of a micro-batch run as this many chunks of similar length (less padding)
     shuffle: bool = True  # a fresh seeded permutation of the records every epoch
     num_workers: int = 0  # DataLoader worker processes per rank (0 = load in the training process)
 
@@ -256,12 +257,18 @@ def validate(config: TrainConfig) -> None:
         need(name in FREEZABLE, f"model.freeze: {name!r} is not one of {', '.join(FREEZABLE)}")
     need(bool(model.init), 'model.init must be "scratch" or a checkpoint directory (--init)')
     need(model.lora_rank >= 0, f"model.lora_rank must be >= 0, got {model.lora_rank}")
+    need(model.lora_alpha > 0, f"model.lora_alpha must be > 0, got {model.lora_alpha}")
+    need(
+        model.lora_rank == 0 or config.distributed == "ddp",
+        "LoRA (model.lora_rank > 0) runs with distributed=ddp",
+    )
     need(bool(data.train), "data.train must name a dataset directory")
     for task, weight in data.mixture.items():
         need(task in TASKS, f"data.mixture: unknown task {task!r}; known: {', '.join(TASKS)}")
         need(weight >= 0, f"data.mixture[{task!r}] must be >= 0, got {weight}")
     need(not data.mixture or sum(data.mixture.values()) > 0, "data.mixture: the weights sum to 0")
     need(data.examples_per_image >= 1, f"data.examples_per_image must be >= 1, got {data.examples_per_image}")
+    need(data.length_chunks >= 1, f"data.length_chunks must be >= 1, got {data.length_chunks}")
     need(data.max_target_tokens >= 0, f"data.max_target_tokens must be >= 0, got {data.max_target_tokens}")
     need(data.num_workers >= 0, f"data.num_workers must be >= 0, got {data.num_workers}")
     need(optim.learning_rate > 0, f"optim.learning_rate must be > 0, got {optim.learning_rate}")

@@ -33,7 +33,7 @@ from omnivis.data.records import Record
 from omnivis.data.transforms import IMAGENET_MEAN, IMAGENET_STD, preprocess
 from omnivis.errors import DatasetError
 from omnivis.images import load_image
-from omnivis.model.florence import IGNORE_INDEX
+from omnivis.model.florence import IGNORE_INDEX, TextChunk
 from omnivis.tasks import TASKS, build_prompt
 from omnivis.tasks.targets import Example, all_examples
 from omnivis.tokenizer import Tokenizer
@@ -79,6 +79,10 @@ class Batch:
     truncated: int  # examples whose target or prompt was cut to its budget
     task_counts: Counter[str] = field(default_factory=Counter)
     unwritable: int = 0  # annotations skipped because no target parses back to them
+    chunks: list[TextChunk] = field(
+        default_factory=list
+    )  # the rows again, grouped by length (see `chunk_rows`)
+    chunk_labels: list[torch.Tensor] = field(default_factory=list)  # (rows, target tokens) per chunk
 
     @property
     def target_tokens(self) -> int:
@@ -97,7 +101,9 @@ class Batch:
             )
         }
         return Batch(**moved, tasks=self.tasks, image_ids=self.image_ids, positions=self.positions,
-                     truncated=self.truncated, task_counts=self.task_counts, unwritable=self.unwritable)  # fmt: skip
+                     truncated=self.truncated, task_counts=self.task_counts, unwritable=self.unwritable,
+                     chunks=[chunk.to(device) for chunk in self.chunks],
+                     chunk_labels=[labels.to(device, non_blocking=True) for labels in self.chunk_labels])  # fmt: skip
 
 
 def resolve_mixture(dataset: Dataset, mixture: Mapping[str, float]) -> dict[str, float]:
@@ -259,8 +265,10 @@ class StepSampler:
         return (self.steps - self.start_step) * self.accumulation
 
 
-def collate(samples: Sequence[ImageSample], pad_token_id: int, decoder_start_token_id: int) -> Batch:
-    """Pads a list of image samples into one `Batch`."""
+def collate(
+    samples: Sequence[ImageSample], pad_token_id: int, decoder_start_token_id: int, length_chunks: int = 1
+) -> Batch:
+    """Pads a list of image samples into one `Batch`, its rows also grouped into `length_chunks` chunks."""
     rows = [(index, example) for index, sample in enumerate(samples) for example in sample.examples]
     prompt_length = max((len(example.prompt_ids) for _, example in rows), default=1)
     target_length = max((len(example.labels) for _, example in rows), default=1)
@@ -275,9 +283,13 @@ def collate(samples: Sequence[ImageSample], pad_token_id: int, decoder_start_tok
         # Teacher forcing: the decoder reads the start token, then each label but the last.
         decoder_input_ids[row, 0] = decoder_start_token_id
         decoder_input_ids[row, 1 : len(example.labels)] = torch.tensor(example.labels[:-1])
+    image_index = torch.tensor([index for index, _ in rows], dtype=torch.long)
+    lengths = [len(example.prompt_ids) + len(example.labels) for _, example in rows]
+    chunks, chunk_labels = chunk_rows(lengths, length_chunks, image_index, input_ids, attention_mask,
+                                      decoder_input_ids, labels)  # fmt: skip
     return Batch(
         pixel_values=torch.stack([sample.pixels for sample in samples]),
-        image_index=torch.tensor([index for index, _ in rows], dtype=torch.long),
+        image_index=image_index,
         input_ids=input_ids,
         attention_mask=attention_mask,
         decoder_input_ids=decoder_input_ids,
@@ -288,4 +300,30 @@ def collate(samples: Sequence[ImageSample], pad_token_id: int, decoder_start_tok
         truncated=sum(example.truncated for _, example in rows),
         task_counts=Counter(example.task for _, example in rows),
         unwritable=sum(sample.unwritable for sample in samples),
+        chunks=chunks,
+        chunk_labels=chunk_labels,
     )
+
+
+def chunk_rows(
+    lengths: Sequence[int],
+    count: int,
+    image_index: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    decoder_input_ids: torch.Tensor,
+    labels: torch.Tensor,
+) -> tuple[list[TextChunk], list[torch.Tensor]]:
+    """Rows sorted by length and split into up to `count` chunks of nearly equal size, each cut to its own
+    longest prompt and target: the text model's cost follows the real lengths, not the batch's longest row."""
+    order = sorted(range(len(lengths)), key=lambda row: (lengths[row], row))
+    chunks: list[TextChunk] = []
+    chunk_labels: list[torch.Tensor] = []
+    for part in np.array_split(np.array(order, dtype=np.int64), min(count, len(order))):
+        rows = torch.from_numpy(part)
+        prompt = int(attention_mask[rows].sum(dim=1).max())
+        target = int((labels[rows] != IGNORE_INDEX).sum(dim=1).max())
+        chunks.append(TextChunk(image_index[rows], input_ids[rows, :prompt], attention_mask[rows, :prompt],
+                                decoder_input_ids[rows, :target]))  # fmt: skip
+        chunk_labels.append(labels[rows, :target])
+    return chunks, chunk_labels

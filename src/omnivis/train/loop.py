@@ -23,7 +23,7 @@ import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 from torch.utils.data import DataLoader
 
-from omnivis.errors import ConfigError, TrainingError
+from omnivis.errors import CheckpointError, ConfigError, TrainingError
 from omnivis.io import atomic_write_text
 from omnivis.model.checkpoint import SHARED, TIED_ALIASES, check_state, expected_tensors, untie
 from omnivis.predictor import Predictor
@@ -33,6 +33,7 @@ from omnivis.train.config import TrainConfig, validate
 from omnivis.train.data import Batch, StepSampler, TrainingStream, collate, resolve_mixture
 from omnivis.train.distributed import Runtime
 from omnivis.train.evaluation import EvaluationSettings, evaluate_checkpoint
+from omnivis.train.lora import adapter_state, is_adapter, merged_state
 from omnivis.train.loss import LossSettings, location_range, summed_token_loss
 from omnivis.train.model_setup import build_predictor, set_training_mode
 from omnivis.train.monitor import RunLog
@@ -115,13 +116,12 @@ def _run(config: TrainConfig, runtime: Runtime, resume: bool | str, progress: bo
         step_loss = torch.zeros((), device=runtime.device)
         for index, batch in enumerate(micro_batches):
             with distributed.gradient_sync(model, enabled=index == len(micro_batches) - 1), autocast:
-                logits = model(batch.pixel_values, batch.input_ids, batch.decoder_input_ids,
-                               attention_mask=batch.attention_mask, image_index=batch.image_index)["logits"]  # fmt: skip
-                loss = (
-                    summed_token_loss(logits, batch.labels, loss_settings)
-                    * runtime.world_size
-                    / tokens.clamp(min=1)
+                chunk_logits = model(batch.pixel_values, chunks=batch.chunks)["chunk_logits"]
+                summed = sum(
+                    summed_token_loss(logits, labels, loss_settings)
+                    for logits, labels in zip(chunk_logits, batch.chunk_labels, strict=True)
                 )
+                loss = summed * runtime.world_size / tokens.clamp(min=1)
             loss.backward()
             step_loss += loss.detach()
         loss_value = float(distributed.all_reduce_sum(step_loss, runtime)) / runtime.world_size
@@ -193,7 +193,7 @@ def build_loader(stream: TrainingStream, start_step: int, config: TrainConfig, r
     start_token = tokenizer.eos_token_id if start_token is None else start_token
 
     def collate_batch(samples: list[Any]) -> Batch:
-        return collate(samples, tokenizer.pad_token_id, start_token)
+        return collate(samples, tokenizer.pad_token_id, start_token, config.data.length_chunks)
 
     # Its own generator: a DataLoader draws a seed when it starts iterating, which from the global RNG would
     # shift the dropout draws of a resumed run against an uninterrupted one.
@@ -261,6 +261,11 @@ def save(predictor: Predictor, model: torch.nn.Module, optimizer: torch.optim.Op
     rng_states = distributed.gather_rng_states(runtime)
     run_dir = Path(config.out)
     path = checkpointing.checkpoint_path(run_dir, state.step)
+    adapters = None
+    if config.model.lora_rank > 0:  # serve merged weights; keep the factors to resume from
+        adapters = adapter_state(typing.cast(dict[str, torch.Tensor], model_state))
+        scaling = config.model.lora_alpha / config.model.lora_rank
+        model_state = merged_state(typing.cast(dict[str, torch.Tensor], model_state), scaling)
     if runtime.is_main:
         snapshot = Snapshot(
             typing.cast(dict[str, torch.Tensor], model_state),
@@ -268,6 +273,7 @@ def save(predictor: Predictor, model: torch.nn.Module, optimizer: torch.optim.Op
             rng_states,
             state,
             config.to_dict(),
+            adapters,
         )
         checkpointing.save_checkpoint(predictor, snapshot, run_dir)
         if state.best.get("step") == state.step:
@@ -289,14 +295,14 @@ def restore(path: Path, predictor: Predictor, model: torch.nn.Module, optimizer:
             f"{path} was made with {trainer.global_batch} images per step, this run takes {global_batch}: "
             "the data position would not carry over; keep world size x batch_size x accumulation"
         )
-    weights = untie(snapshot.model_state)
-    check_state(weights, expected_tensors(predictor.model), str(path / "model.safetensors"))
-    # torch.distributed.checkpoint loads strictly, tied aliases included: give each alias the shared table.
-    weights = {
-        name: weights[SHARED if name in TIED_ALIASES else name] for name in predictor.model.state_dict()
-    }
-    set_state_dict(model, optimizer, model_state_dict=typing.cast(dict[str, Any], weights), optim_state_dict=snapshot.optimizer_state,
-                   options=StateDictOptions(full_state_dict=True))  # fmt: skip
+    weights = _resume_weights(snapshot, predictor, path)
+    set_state_dict(
+        model,
+        optimizer,
+        model_state_dict=typing.cast(dict[str, Any], weights),
+        optim_state_dict=snapshot.optimizer_state,
+        options=StateDictOptions(full_state_dict=True),
+    )
     scheduler.load_state_dict(trainer.scheduler)
     if trainer.world_size == runtime.world_size:
         rng = snapshot.rng_states[runtime.rank]
@@ -306,6 +312,25 @@ def restore(path: Path, predictor: Predictor, model: torch.nn.Module, optimizer:
     if runtime.is_main:
         checkpointing.remove_staging_leftovers(Path(config.out))
     return trainer
+
+
+def _resume_weights(snapshot: Snapshot, predictor: Predictor, path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the model's state dict, from the checkpoint, checked against the model's shapes."""
+    current = predictor.model.state_dict()
+    if (
+        snapshot.adapters is not None
+    ):  # LoRA: the base weights are the init's, unchanged; the factors carry over
+        wanted = {name for name in current if is_adapter(name)}
+        same_names = set(snapshot.adapters) == wanted
+        if not same_names or any(snapshot.adapters[name].shape != current[name].shape for name in wanted):
+            raise CheckpointError(
+                f"{path}: its LoRA adapters do not match this run's (model.lora_targets/rank)"
+            )
+        return current | snapshot.adapters
+    weights = untie(snapshot.model_state)
+    check_state(weights, expected_tensors(predictor.model), str(path / "model.safetensors"))
+    # torch.distributed.checkpoint loads strictly, tied aliases included: give each alias the shared table.
+    return {name: weights[SHARED if name in TIED_ALIASES else name] for name in current}
 
 
 def _stop_on_bad_loss(step: int, value: float, batches: list[Batch], last_checkpoint: Path | None) -> None:

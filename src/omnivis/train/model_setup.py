@@ -47,6 +47,10 @@ def build_predictor(settings: ModelSettings, seed: int) -> Predictor:
     if settings.vision_init:
         load_vision_tower(predictor.model, Path(settings.vision_init))
     freeze(predictor.model, settings.freeze)
+    if settings.lora_rank > 0:
+        from omnivis.train.lora import add_adapters  # peft is optional
+
+        add_adapters(predictor.model, settings)
     if settings.grad_checkpointing:
         predictor.model.set_grad_checkpointing(True)
     return predictor
