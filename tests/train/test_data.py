@@ -175,8 +175,8 @@ def test_the_mixture_must_be_drawable(captions_only: Path) -> None:
 
 
 def test_length_chunks_hold_every_row_once_and_give_the_same_loss(world_train: Path) -> None:
-    from omnivis.model.presets import preset_config
     from omnivis.model.florence import Florence2
+    from omnivis.model.presets import preset_config
     from omnivis.train.loss import LossSettings, summed_token_loss
 
     stream = TrainingStream(str(world_train), bundled_tokenizer(), (64, 64), {"<OD>": 1.0, "<VQA>": 1.0,

@@ -13,7 +13,7 @@ import json
 import math
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ FREEZABLE: dict[str, tuple[str, ...]] = {
     "text_decoder": ("language_model.decoder.",),
 }  # fmt: skip
 PRECISIONS = ("auto", "float32", "bfloat16")
+_Need = Callable[[bool, str], None]  # records a problem when its condition is false
 SCHEDULES = ("cosine", "linear", "constant")
 STRATEGIES = ("ddp", "fsdp")
 
@@ -236,16 +237,24 @@ def validate(config: TrainConfig) -> None:
     Raises:
         ConfigError: Naming every field out of range.
     """
-    from omnivis.model.presets import PRESETS  # the model package is heavy; import on use
-    from omnivis.tasks import TASKS
-
     problems: list[str] = []
 
     def need(condition: bool, message: str) -> None:
         if not condition:
             problems.append(message)
 
-    model, data, optim = config.model, config.data, config.optim
+    _check_model(config, need)
+    _check_data(config.data, need)
+    _check_optim(config.optim, need)
+    _check_loop(config, need)
+    if problems:
+        raise ConfigError("invalid training config: " + "; ".join(problems))
+
+
+def _check_model(config: TrainConfig, need: _Need) -> None:
+    from omnivis.model.presets import PRESETS
+
+    model = config.model
     need(model.preset in PRESETS, f"model.preset {model.preset!r} is not one of {', '.join(PRESETS)}")
     need(model.image_size == 0 or (model.image_size > 0 and model.image_size % 32 == 0),
          f"model.image_size must be 0 or a positive multiple of 32, got {model.image_size}")  # fmt: skip
@@ -262,6 +271,11 @@ def validate(config: TrainConfig) -> None:
         model.lora_rank == 0 or config.distributed == "ddp",
         "LoRA (model.lora_rank > 0) runs with distributed=ddp",
     )
+
+
+def _check_data(data: DataSettings, need: _Need) -> None:
+    from omnivis.tasks import TASKS
+
     need(bool(data.train), "data.train must name a dataset directory")
     for task, weight in data.mixture.items():
         need(task in TASKS, f"data.mixture: unknown task {task!r}; known: {', '.join(TASKS)}")
@@ -271,6 +285,9 @@ def validate(config: TrainConfig) -> None:
     need(data.length_chunks >= 1, f"data.length_chunks must be >= 1, got {data.length_chunks}")
     need(data.max_target_tokens >= 0, f"data.max_target_tokens must be >= 0, got {data.max_target_tokens}")
     need(data.num_workers >= 0, f"data.num_workers must be >= 0, got {data.num_workers}")
+
+
+def _check_optim(optim: OptimSettings, need: _Need) -> None:
     need(optim.learning_rate > 0, f"optim.learning_rate must be > 0, got {optim.learning_rate}")
     need(
         optim.vision_learning_rate >= 0,
@@ -295,6 +312,11 @@ def validate(config: TrainConfig) -> None:
         f"optim.location_smoothing must be in [0, 1), got {optim.location_smoothing}",
     )
     need(optim.location_smoothing_radius >= 1, "optim.location_smoothing_radius must be >= 1")
+
+
+def _check_loop(config: TrainConfig, need: _Need) -> None:
+    from omnivis.tasks import TASKS
+
     for name in ("steps", "batch_size", "accumulation", "log_every", "checkpoint_every", "keep_last", "eval_limit",
                  "eval_num_beams", "eval_max_new_tokens"):  # fmt: skip
         need(getattr(config, name) >= 1, f"{name} must be >= 1, got {getattr(config, name)}")
@@ -309,5 +331,3 @@ def validate(config: TrainConfig) -> None:
     need(config.distributed in STRATEGIES, f"distributed must be one of {', '.join(STRATEGIES)}")
     need(config.max_time_minutes >= 0, f"max_time_minutes must be >= 0, got {config.max_time_minutes}")
     need(bool(config.out), "out must name a run directory")
-    if problems:
-        raise ConfigError("invalid training config: " + "; ".join(problems))

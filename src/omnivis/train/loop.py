@@ -109,22 +109,12 @@ def _run(config: TrainConfig, runtime: Runtime, resume: bool | str, progress: bo
     batches = iter(loader)
     for step in range(state.step, config.steps):
         micro_batches = [next(batches).to(runtime.device) for _ in range(config.accumulation)]
-        counts = torch.tensor([[b.target_tokens, b.truncated, b.unwritable] for b in micro_batches],
-                              dtype=torch.float64, device=runtime.device).sum(dim=0)  # fmt: skip
-        counts = distributed.all_reduce_sum(counts, runtime)  # over all ranks
-        tokens = counts[0].float()  # the step's target tokens: the loss is their mean
-        step_loss = torch.zeros((), device=runtime.device)
-        for index, batch in enumerate(micro_batches):
-            with distributed.gradient_sync(model, enabled=index == len(micro_batches) - 1), autocast:
-                chunk_logits = model(batch.pixel_values, chunks=batch.chunks)["chunk_logits"]
-                summed = sum(
-                    summed_token_loss(logits, labels, loss_settings)
-                    for logits, labels in zip(chunk_logits, batch.chunk_labels, strict=True)
-                )
-                loss = summed * runtime.world_size / tokens.clamp(min=1)
-            loss.backward()
-            step_loss += loss.detach()
-        loss_value = float(distributed.all_reduce_sum(step_loss, runtime)) / runtime.world_size
+        counts = _step_counts(
+            micro_batches, runtime
+        )  # tokens, cut targets, unwritable annotations: all ranks
+        loss_value = _forward_backward(
+            model, micro_batches, counts[0].float(), loss_settings, autocast, runtime
+        )
         if not math.isfinite(loss_value):
             _stop_on_bad_loss(step, loss_value, micro_batches, last_checkpoint)
         grad_norm = _clip(model, config.optim.grad_clip)
@@ -136,7 +126,7 @@ def _run(config: TrainConfig, runtime: Runtime, resume: bool | str, progress: bo
         state.step, state.position = step + 1, (step + 1) * global_batch
         state.truncated_targets += int(counts[1])
         state.unwritable_annotations += int(counts[2])
-        timer.add(global_batch, int(tokens))
+        timer.add(global_batch, int(counts[0]))
         log.advance(1)
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
             _log_step(log, state, loss_value, grad_norm, learning_rate, timer, micro_batches)
@@ -151,19 +141,47 @@ def _run(config: TrainConfig, runtime: Runtime, resume: bool | str, progress: bo
             state.scheduler = scheduler.state_dict()
             last_checkpoint = save(predictor, model, optimizer, state, config, runtime, log)
         if out_of_time:
-            log.write(
-                {
-                    "kind": "note",
-                    "step": state.step,
-                    "stopped": f"time budget of {config.max_time_minutes} min",
-                }
-            )
+            log.write({"kind": "note", "step": state.step, "stopped": f"after {config.max_time_minutes} min"})
             break
     log.close()
     best = run_dir / checkpointing.CHECKPOINTS / checkpointing.BEST
     if runtime.is_main:
         write_summary(run_dir, config, state)
     return TrainResult(run_dir, state.step, last_checkpoint, best if best.is_dir() else None, losses)
+
+
+def _step_counts(micro_batches: list[Batch], runtime: Runtime) -> torch.Tensor:
+    """(target tokens, targets cut, annotations skipped) of the step's micro-batches, summed over all ranks."""
+    rows = [[batch.target_tokens, batch.truncated, batch.unwritable] for batch in micro_batches]
+    counts = torch.tensor(rows, dtype=torch.float64, device=runtime.device).sum(dim=0)
+    return distributed.all_reduce_sum(counts, runtime)
+
+
+def _forward_backward(
+    model: torch.nn.Module,
+    micro_batches: list[Batch],
+    tokens: torch.Tensor,
+    loss_settings: LossSettings,
+    autocast: contextlib.AbstractContextManager[Any],
+    runtime: Runtime,
+) -> float:
+    """Forward and backward of every micro-batch; returns the step's mean token loss over all ranks.
+
+    Each micro-batch's summed loss is scaled by world_size / tokens: DDP and FSDP average gradients over
+    ranks, so the accumulated gradient is that of the mean over every target token of the step.
+    """
+    step_loss = torch.zeros((), device=runtime.device)
+    for index, batch in enumerate(micro_batches):
+        with distributed.gradient_sync(model, enabled=index == len(micro_batches) - 1), autocast:
+            chunk_logits = model(batch.pixel_values, chunks=batch.chunks)["chunk_logits"]  # one vision pass
+            summed = sum(
+                summed_token_loss(logits, labels, loss_settings)
+                for logits, labels in zip(chunk_logits, batch.chunk_labels, strict=True)
+            )
+            loss = summed * runtime.world_size / tokens.clamp(min=1)
+        loss.backward()
+        step_loss += loss.detach()
+    return float(distributed.all_reduce_sum(step_loss, runtime)) / runtime.world_size
 
 
 # Builders: everything the loop needs, each in one place.
@@ -257,18 +275,18 @@ def save(predictor: Predictor, model: torch.nn.Module, optimizer: torch.optim.Op
          config: TrainConfig, runtime: Runtime, log: RunLog) -> Path:  # fmt: skip
     """Gathers the full state (a collective under FSDP) and writes a checkpoint from rank 0."""
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    model_state, optimizer_state = get_state_dict(model, optimizer, options=options)
+    gathered, optimizer_state = get_state_dict(model, optimizer, options=options)
+    model_state = typing.cast(dict[str, torch.Tensor], gathered)
     rng_states = distributed.gather_rng_states(runtime)
     run_dir = Path(config.out)
     path = checkpointing.checkpoint_path(run_dir, state.step)
     adapters = None
     if config.model.lora_rank > 0:  # serve merged weights; keep the factors to resume from
-        adapters = adapter_state(typing.cast(dict[str, torch.Tensor], model_state))
-        scaling = config.model.lora_alpha / config.model.lora_rank
-        model_state = merged_state(typing.cast(dict[str, torch.Tensor], model_state), scaling)
+        adapters = adapter_state(model_state)
+        model_state = merged_state(model_state, config.model.lora_alpha / config.model.lora_rank)
     if runtime.is_main:
         snapshot = Snapshot(
-            typing.cast(dict[str, torch.Tensor], model_state),
+            model_state,
             optimizer_state,
             rng_states,
             state,

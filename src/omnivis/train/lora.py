@@ -44,7 +44,7 @@ def add_adapters(model: nn.Module, settings: ModelSettings) -> None:
         )
     config = LoraConfig(
         r=settings.lora_rank,
-        lora_alpha=settings.lora_alpha,
+        lora_alpha=settings.lora_alpha,  # type: ignore[arg-type]  # peft annotates int, computes with floats
         target_modules=list(settings.lora_targets),
         lora_dropout=0.0,
     )
