@@ -305,7 +305,7 @@ def main() -> None:
     report = render(args, checks, parameters, timings, load)
     print(report)
     if args.profile:
-        one_step = lambda model, loss: training_step(model, loss, batch, 1, args.device, dtype)
+        one_step = lambda model, loss: training_step(model, loss, batch, 1, args.device, dtype)  # noqa: E731
         on_gpu = torch.device(args.device).type == "cuda"
         print(profile_pair(one_step(reference, reference_loss), one_step(ours, our_loss), on_gpu))
     if args.write:
