@@ -46,10 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = commands.add_parser("tasks", help="list the task prompts")
     tasks.add_argument("--model", default="tiny")
 
-    demo = commands.add_parser("demo", help="run every task on a bundled image and draw the answers")
-    demo.add_argument("--model", default="tiny")
-    demo.add_argument("--image", type=Path)
-    demo.add_argument("--out", type=Path, default=Path("demo"))
+    demo = commands.add_parser(
+        "demo", help="a model against the trivial baseline on a fresh world split, every task on photographs"
+    )
+    demo_model = demo.add_mutually_exclusive_group()
+    demo_model.add_argument(
+        "--model", help="checkpoint directory or preset (default: the committed models/omnivis-tiny-world)"
+    )
+    demo_model.add_argument(
+        "--train", action="store_true", help="train a tiny model from scratch on the CPU first (~15 min)"
+    )
+    demo.add_argument(
+        "--train-minutes", type=float, help="training time limit (default: what the 15-minute budget leaves)"
+    )
+    demo.add_argument("--scenes", type=int, default=16, help="scenes of the held-out world split")
+    demo.add_argument("--out", type=Path, default=Path("demo"), help="where the report and data go")
 
     _add_data_commands(commands.add_parser("data", help="make, import, export and inspect datasets"))
     _add_eval_command(
@@ -211,7 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "demo":
             from omnivis.demo import run_demo
 
-            run_demo(args.out, model=args.model, image=args.image)
+            run_demo(
+                args.out, args.model, train=args.train, train_minutes=args.train_minutes, scenes=args.scenes
+            )
         elif args.command == "data":
             _run_data_command(args)
         elif args.command == "eval":

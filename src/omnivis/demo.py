@@ -1,58 +1,464 @@
-"""The main job out of the box: one model, every task, on a bundled image, answers printed and drawn."""
+"""The main job out of the box: `omnivis demo` (what `make demo` runs).
+
+A fresh world split no training run has seen (seed `DEMO_SEED`); a model (the committed `tiny` checkpoint,
+one given, or with `train=True` one trained here from scratch on the CPU within a time limit); every task
+evaluated on the split beside the trivial baseline (`omnivis.eval.baselines`) on the same queries, with a
+verdict per task; every task run on bundled photographs (no truth); and `report.html` showing all of it.
+
+    result = run_demo("demo")            # or run_demo("demo", train=True), run_demo("demo", "my-checkpoint/")
+    result.verdicts["<OD>"]              # "beats the baseline" or "does not beat the baseline: ..."
+"""
 
 from __future__ import annotations
 
+import contextlib
+import html
+import itertools
 import json
+import shutil
+import sys
 import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omnivis.draw import draw_result, save_png
+import omnivis
+from omnivis.data.build import make_world_dataset, world_records
+from omnivis.data.dataset import open_dataset
+from omnivis.data.manifest import read_manifest
+from omnivis.data.samples import SampleImage, sample_images
+from omnivis.draw import save_png
+from omnivis.errors import DatasetError, InputError, TrainingError
+from omnivis.eval.baselines import fit_baseline
+from omnivis.eval.comparison import (
+    ComparisonRow,
+    cap_queries,
+    compare,
+    comparison_html,
+    evaluate_on,
+    format_comparison,
+    format_value,
+    score_baseline_on,
+)  # fmt: skip
+from omnivis.eval.evaluation import Evaluation, RecordSource, TaskQueries, collect_queries
+from omnivis.eval.inference import DecodingSettings
+from omnivis.eval.outputs import _gallery
+from omnivis.eval.report import _draw_answer, _figure_html, _metrics_table_html, _shrink, _task_section
 from omnivis.images import load_image
-from omnivis.io import atomic_write_text
+from omnivis.io import atomic_directory, atomic_write_json, atomic_write_text
 from omnivis.loading import load
+from omnivis.predictor import Predictor
 from omnivis.tasks import TASKS
 
-SAMPLE_IMAGE = Path(__file__).parent / "assets" / "sample.png"
+# The held-out world split. Training uses seed 1 (train) and seed 2 (validation), so no scene of seed 7
+# was ever trained on or used to pick a checkpoint.
+DEMO_SEED = 7
+TRAIN_SEED = 1
+# `train=True` fits in this wall time on 2 cores: training split, training, evaluation, photographs, report.
+TRAIN_BUDGET_MINUTES = 15.0
+# What the budget keeps after training, for the worst case: a model that never ends an answer. 256 tokens cost
+# ~1.5 CPU-seconds an answer (349 answers took 515 CPU-s), and it answers 16 tasks x TRAIN_QUERIES_PER_TASK
+# queries and 16 tasks x 3 photographs: ~4.4 CPU-minutes, under 3 minutes on 2 cores; the rest covers the
+# last training step past the limit, the baseline and the report.
+EVALUATION_RESERVE_MINUTES = 3.5
+TRAIN_QUERIES_PER_TASK = 8
+# Scenes of the training split `train=True` makes: 11 minutes on 2 cores train on at most ~2,000 images
+# (0.7-3 images a second), so this is about one epoch; generating it takes ~30 s there.
+TRAIN_SCENES = 2000
+# Training scenes the trivial baseline is fitted on (its constants settle long before this).
+BASELINE_RECORDS = 300
+# Queries evaluated per task, evenly spread over the split: VQA and region tasks have 6-13 per scene, and a
+# model that never stops writing costs ~256 decoding steps per batch of 16, so the demo's time stays bounded.
+QUERIES_PER_TASK = 32
+# Where the committed checkpoint lives: models/ at the repository root.
+DEFAULT_CHECKPOINT = Path(omnivis.__file__).resolve().parents[2] / "models" / "omnivis-tiny-world"
 
 
-def example_input(task_input: str, width: int, height: int) -> str | tuple[float, float, float, float] | None:
-    """A plausible input for a task on the sample image: a phrase, or the central region."""
-    if task_input == "text":
-        return "a red circle"
-    if task_input == "region":
-        return (width * 0.25, height * 0.25, width * 0.75, height * 0.75)
-    return None
+# Photographs to run every task on, varied on purpose (a portrait, an object on a table, a page of text, then
+# more for `photos` > 3), with the phrase their referring tasks get and their VQA question; phrase grounding
+# gets the photograph's description as its caption.
+PHOTOS: dict[str, tuple[str, str]] = {
+    "astronaut": ("the flag", "What color is the flag?"),
+    "coffee": ("the cup", "What color is the cup?"),
+    "text": ("the text", "How many shapes are there?"),
+    "chelsea": ("the cat", "What color is the cat?"),
+    "rocket": ("the rocket", "How many shapes are there?"),
+}
+
+
+@dataclass
+class DemoResult:
+    """What a demo run found.
+
+    Attributes:
+        metrics: The model's metrics, task -> metric name -> value.
+        baseline_metrics: The trivial baseline's, on the same queries.
+        verdicts: Task -> whether the model beats the baseline on the task's headline metric.
+        report: The written `report.html`.
+        model: The checkpoint directory or preset that was evaluated.
+        seconds: Wall time of each stage.
+    """
+
+    metrics: dict[str, dict[str, float | None]]
+    baseline_metrics: dict[str, dict[str, float | None]]
+    verdicts: dict[str, str]
+    report: Path
+    model: str
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PhotoAnswers:
+    """Every task's input and answer on one photograph."""
+
+    sample: SampleImage
+    inputs: dict[str, Any]
+    answers: dict[str, Any]
 
 
 def run_demo(
-    out_dir: str | Path, model: str = "tiny", image: str | Path | None = None, max_new_tokens: int = 48
-) -> dict[str, Any]:
-    """Runs every task once, writes `<task>.png` drawings and `results.json` to `out_dir`, prints a summary.
+    out_dir: str | Path = "demo",
+    model: str | Path | None = None,
+    *,
+    train: bool = False,
+    train_minutes: float | None = None,
+    train_steps: int | None = None,
+    scenes: int = 16,
+    photos: int = 3,
+    progress: bool = True,
+    max_new_tokens: int = 256,
+    queries_per_task: int | None = None,
+    train_scenes: int = TRAIN_SCENES,
+    baseline_records: int = BASELINE_RECORDS,
+    train_overrides: Sequence[str] = (),
+) -> DemoResult:
+    """Evaluates a model on a fresh world split against the trivial baseline and writes `report.html`.
 
-    Until a trained checkpoint ships, the default `tiny` preset is randomly initialised: its answers are
-    noise, but every step from image to drawn, structured answer runs for real.
+    Args:
+        out_dir: Where the data, any training run, `report.html`, `gallery/` and `comparison.json` go.
+        model: A checkpoint directory or preset name; None: the committed `DEFAULT_CHECKPOINT`.
+        train: Train a `tiny` model from scratch first (`tiny-world-cpu` recipe, ended by its time limit).
+        train_minutes: The training time limit; None: what `TRAIN_BUDGET_MINUTES` leaves (about 11).
+        train_steps: Fewer steps than the recipe's (None keeps them; the time limit ends the run first).
+        scenes: Scenes of the held-out world split.
+        photos: Bundled photographs to run every task on (0 to `len(PHOTOS)`).
+        progress: Show progress bars and stage lines (the comparison table is printed either way).
+        max_new_tokens: Longest answer, for evaluation and photographs.
+        queries_per_task: Queries evaluated per task, evenly spread; None: `QUERIES_PER_TASK`, or
+            `TRAIN_QUERIES_PER_TASK` with `train`.
+        train_scenes, baseline_records: Scenes of the training split, and those the baseline is fitted on.
+        train_overrides: Extra `key=value` training config overrides (e.g. "batch_size=4").
+
+    Raises:
+        InputError: A bad argument, or `model` given together with `train`.
+        CheckpointError: A model that does not load (without a model and a committed checkpoint, the random
+            `tiny` preset is shown, and the user told so).
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    predictor = load(model)
-    picture = load_image(image or SAMPLE_IMAGE)
-    inputs = {task.token: example_input(task.input, *picture.size) for task in TASKS.values()}
+    _check_arguments(model, train, train_minutes, train_steps, scenes, photos, queries_per_task)
+    out, seconds, started = Path(out_dir), {}, time.perf_counter()
+    checkpoint, note = (None, None) if train else resolve_model(model)
+    if note is not None:
+        print(f"omnivis demo: {note}", file=sys.stderr)
+    with _stage(seconds, "world split", progress):
+        split = world_split(out / "data" / "world-demo", scenes, DEMO_SEED, progress=progress)
+    if checkpoint is None:
+        with _stage(seconds, "training split", progress):
+            train_split = world_split(
+                out / "data" / "world-train", train_scenes, TRAIN_SEED, progress=progress
+            )
+        # Without a limit, training gets what the budget leaves after the splits and the evaluation's reserve.
+        left = TRAIN_BUDGET_MINUTES - EVALUATION_RESERVE_MINUTES - (time.perf_counter() - started) / 60
+        with _stage(seconds, "training", progress):
+            checkpoint = train_demo_model(
+                out, train_split, minutes=train_minutes or max(1.0, left), steps=train_steps,
+                overrides=train_overrides, progress=progress,
+            )  # fmt: skip
+    predictor, source = load(checkpoint), open_dataset(split)
+    everything = collect_queries(source, None)
+    per_task = queries_per_task or (TRAIN_QUERIES_PER_TASK if train else QUERIES_PER_TASK)
+    asked = cap_queries(everything, per_task)
+    with _stage(seconds, "evaluation", progress):
+        settings = DecodingSettings(batch_size=16, num_beams=1, max_new_tokens=max_new_tokens)
+        evaluation = evaluate_on(predictor, source, asked, settings, progress=progress)
+    with _stage(seconds, "baseline", progress):
+        trivial = fit_baseline(world_records(baseline_records, TRAIN_SEED))
+        baseline = score_baseline_on(trivial, everything, asked)
+    with _stage(seconds, "photographs", progress):
+        photo_answers = answer_photos(predictor, photos, max_new_tokens)
+    rows = compare(evaluation.metrics, baseline.metrics, list(TASKS))
+    context = _context_html(checkpoint, everything, asked, max_new_tokens, baseline_records)
+    if note is not None:
+        context = f'<p class="note">{html.escape(note)}</p>\n{context}'
+    with _stage(seconds, "report", progress):
+        report = write_demo_report(out, rows, evaluation, baseline, source, photo_answers, context)
+    timings = ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items())
+    print(f"{format_comparison(rows)}\nreport written to {report} ({timings})")
+    verdicts = {row.task: row.verdict for row in rows}
+    return DemoResult(evaluation.metrics, baseline.metrics, verdicts, report, str(checkpoint), seconds)
+
+
+def _check_arguments(
+    model: str | Path | None, train: bool, train_minutes: float | None, train_steps: int | None, scenes: int,
+    photos: int, queries_per_task: int | None,
+) -> None:  # fmt: skip
+    if train and model is not None:
+        raise InputError("train=True trains a model from scratch; do not also give a model")
+    _check_count("scenes", scenes, 1)
+    _check_count("photos", photos, 0)
+    _check_count("train_steps", train_steps, 1, optional=True)
+    _check_count("queries_per_task", queries_per_task, 1, optional=True)
+    if photos > len(PHOTOS):
+        raise InputError(f"photos must be at most {len(PHOTOS)}, got {photos}")
+    if train_minutes is not None and (
+        isinstance(train_minutes, bool) or not isinstance(train_minutes, int | float) or not train_minutes > 0
+    ):
+        raise InputError(f"train_minutes must be a positive number, got {train_minutes!r}")
+
+
+def _check_count(name: str, value: int | None, least: int, *, optional: bool = False) -> None:
+    """An integer >= `least` (or, when `optional`, None)."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise InputError(f"{name} must be an integer >= {least}, got {value!r}")
+
+
+@contextlib.contextmanager
+def _stage(seconds: dict[str, float], name: str, progress: bool) -> Iterator[None]:
+    """Times a stage into `seconds[name]` and, with `progress`, says when it starts and how long it took."""
     started = time.perf_counter()
-    # One pass of the vision tower serves every task; the prompts decode as one batch.
-    answers = predictor.run_tasks(picture, inputs, num_beams=1, max_new_tokens=max_new_tokens, return_scores=True)
-    seconds = time.perf_counter() - started
-    results: dict[str, Any] = {}
-    for task, answer in answers.items():
-        save_png(draw_result(picture, task, {task: answer}), out / f"{task.strip('<>').lower()}.png")
-        results[task] = {"input": inputs[task], "answer": answer}
-        print(f"{task:<36} {_summary(answer)}")
-    print(f"{len(answers)} tasks answered in {seconds:.2f} s")
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str))
-    print(f"drawings and results.json written to {out}/")
+    if progress:
+        print(f"[demo] {name} ...", flush=True)
+    yield
+    seconds[name] = time.perf_counter() - started
+    if progress:
+        print(f"[demo] {name}: {seconds[name]:.1f} s", flush=True)
+
+
+def resolve_model(model: str | Path | None) -> tuple[str | Path, str | None]:
+    """The model to load: the one given, else the committed checkpoint, else the random `tiny` preset.
+
+    Returns:
+        The model, and a note to show the user when it is the random fallback (None otherwise).
+    """
+    if model is not None:
+        return model, None
+    if DEFAULT_CHECKPOINT.is_dir():
+        return DEFAULT_CHECKPOINT, None
+    note = (
+        f"no trained checkpoint at {DEFAULT_CHECKPOINT}: showing a randomly initialised tiny model, whose answers "
+        "are noise; train one with `omnivis demo --train` (about 15 minutes on 2 CPU cores) or give one with "
+        "`--model PATH`"
+    )
+    return "tiny", note
+
+
+def world_split(directory: Path, count: int, seed: int, *, progress: bool = False) -> Path:
+    """`count` scenes of the default world for `seed` in `directory`, reused when already written there.
+
+    A split is reused only when its manifest says it is exactly this one (seed, variant, scene count);
+    anything else in `directory` is replaced.
+    """
+    # The description `make_world_dataset` writes: together with the count it names the split.
+    expected = f"omnivis procedural world, variant 'default', seed {seed}, {count} scenes"
+    if (directory / "manifest.json").is_file():
+        try:
+            manifest = read_manifest(directory)
+        except DatasetError:
+            manifest = None
+        if manifest is not None and manifest.description == expected and manifest.total_records == count:
+            return directory
+    make_world_dataset(directory, count, seed, overwrite=True, progress=progress)
+    return directory
+
+
+def train_demo_model(
+    out: Path, split: Path, *, minutes: float, steps: int | None, overrides: Sequence[str], progress: bool
+) -> Path:
+    """Trains the `tiny-world-cpu` recipe from scratch on `split` into `out/train`; returns the last
+    checkpoint.
+
+    The recipe's own step count outlasts any CPU budget, so the time limit is what normally ends the run.
+    An earlier demo run in `out/train` is replaced.
+
+    Raises:
+        InputError: `out/train` exists and is not a training run.
+        TrainingError: The run wrote no checkpoint.
+    """
+    from omnivis.train import RECIPES, apply_overrides, train
+
+    run_dir = out / "train"
+    if run_dir.exists():
+        if not (run_dir / "config.json").is_file():
+            raise InputError(f"{run_dir} exists and is not a training run; choose another out directory")
+        shutil.rmtree(run_dir)  # the demo trains from scratch each time: the earlier run is not resumed
+    settings = [f"out={json.dumps(str(run_dir))}", f"data.train={json.dumps(str(split))}", 'data.eval=""',
+                f"max_time_minutes={float(minutes)}"]  # fmt: skip
+    settings += [f"steps={steps}"] if steps is not None else []
+    config = apply_overrides(RECIPES["tiny-world-cpu"](), [*settings, *overrides])
+    result = train(config, progress=progress)
+    if result.last_checkpoint is None:
+        raise TrainingError(f"the demo's training run in {run_dir} wrote no checkpoint")
+    return result.last_checkpoint
+
+
+def photo_inputs(sample: SampleImage, size: tuple[int, int]) -> dict[str, Any]:
+    """Every task's input on a photograph of `PHOTOS`: the central half as the region, the description as
+    the caption to ground, its question for VQA, its phrase for the other text tasks."""
+    width, height = size
+    phrase, question = PHOTOS[sample.name]
+    texts = {"<VQA>": question, "<CAPTION_TO_PHRASE_GROUNDING>": sample.description}
+    inputs: dict[str, Any] = {}
+    for task in TASKS.values():
+        inputs[task.token] = None
+        if task.input == "region":
+            inputs[task.token] = (width * 0.25, height * 0.25, width * 0.75, height * 0.75)
+        elif task.input == "text":
+            inputs[task.token] = texts.get(task.token, phrase)
+    return inputs
+
+
+def answer_photos(predictor: Predictor, count: int, max_new_tokens: int) -> list[PhotoAnswers]:
+    """Every task on the first `count` of `PHOTOS`, one vision pass and one batched decode per photograph."""
+    results = []
+    for sample in sample_images(list(PHOTOS)[:count]):
+        picture = load_image(sample.path)
+        inputs = photo_inputs(sample, picture.size)
+        answers = predictor.run_tasks(
+            picture, inputs, num_beams=1, max_new_tokens=max_new_tokens, return_scores=True
+        )
+        results.append(PhotoAnswers(sample, inputs, answers))
     return results
 
 
-def _summary(answer: Any, width: int = 70) -> str:
-    text = answer if isinstance(answer, str) else json.dumps(answer, default=str)
-    return text if len(text) <= width else text[: width - 3] + "..."
+def write_demo_report(
+    out: Path,
+    rows: list[ComparisonRow],
+    evaluation: Evaluation,
+    baseline: Evaluation,
+    source: RecordSource,
+    photos: list[PhotoAnswers],
+    context: str,
+) -> Path:
+    """Writes `out/report.html`, its drawings (`out/gallery/`, replaced whole) and `out/comparison.json`."""
+    verdicts = {row.task: row for row in rows}
+    sections = []
+    with atomic_directory(out / "gallery") as gallery_dir:
+        counter = itertools.count(1)  # one numbering for every drawing: file names never collide
+        for task in evaluation.metrics:
+            row = verdicts[task]
+            values = f"model {format_value(row.model)}, baseline {format_value(row.baseline)}"
+            against = f"{row.metric}: {values} ({row.verdict})"
+            details = {"against the baseline": against, **evaluation.details[task]}
+            gallery = _gallery(evaluation, task, source)
+            sections.append(_task_section(task, details, gallery, gallery_dir, counter))
+        photo_html = _photos_html(photos, gallery_dir)
+    page = _PAGE.format(
+        context=context,
+        comparison=comparison_html(rows),
+        model_table=_metrics_table_html(evaluation.metrics),
+        baseline_table=_metrics_table_html(baseline.metrics),
+        sections="\n".join(sections),
+        photos=photo_html,
+    )
+    atomic_write_json(
+        out / "comparison.json",
+        {"rows": [asdict(row) for row in rows], "model": evaluation.metrics, "baseline": baseline.metrics},
+    )
+    report = out / "report.html"
+    # A lone surrogate (possible in a model's text, never valid UTF-8) must not make the whole report fail.
+    atomic_write_text(report, page.encode("utf-8", "replace").decode("utf-8"))
+    return report
+
+
+def _photos_html(photos: list[PhotoAnswers], gallery_dir: Path) -> str:
+    """The photographs' section: each task's answer drawn on each photograph, with its input."""
+    if not photos:
+        return '<p class="note">no photographs were asked for</p>'
+    parts = []
+    for photo in photos:
+        image, factor = _shrink(load_image(photo.sample.path))
+        figures = []
+        for number, (task, answer) in enumerate(photo.answers.items(), start=1):
+            drawing, note = _draw_answer(image, task, answer, factor, "no answer")
+            file_name = f"photo-{photo.sample.name}-{number:02d}.png"
+            save_png(drawing, gallery_dir / file_name)
+            given = photo.inputs.get(task)
+            label = task if given is None else f"{task} {_input_text(given)}"
+            figures.append(_figure_html(label, file_name, drawing.size, note, answer))
+        parts.append(
+            f'<section class="photo">\n<h3>{html.escape(photo.sample.name)}: '
+            f"{html.escape(photo.sample.description)}</h3>\n"
+            f'<div class="gallery">\n' + "\n".join(figures) + "\n</div>\n</section>"
+        )
+    return "\n".join(parts)
+
+
+def _input_text(given: Any) -> str:
+    if isinstance(given, tuple):
+        return "region " + ",".join(f"{value:.0f}" for value in given)
+    return f"“{given}”"
+
+
+def _context_html(
+    checkpoint: str | Path, everything: TaskQueries, asked: TaskQueries, max_new_tokens: int,
+    baseline_records: int,
+) -> str:  # fmt: skip
+    """What was evaluated, on what, and how: the paragraph under the page's title."""
+    total = sum(len(task_queries) for task_queries in everything.queries.values())
+    used = sum(len(task_queries) for task_queries in asked.queries.values())
+    most = max(len(task_queries) for task_queries in asked.queries.values())
+    return (
+        f"<p>Model: <code>{html.escape(str(checkpoint))}</code>. Held-out split: {len(everything.positions)} "
+        f"scenes of the procedural world, seed {DEMO_SEED}, which no training run sees (training uses seeds "
+        f"{TRAIN_SEED} and 2). {used} of its {total} queries were asked (at most {most} per task, evenly "
+        f"spread over the scenes; each task's section gives its count), greedy decoding, at most "
+        f"{max_new_tokens} new tokens. The trivial baseline was fitted on {baseline_records} training scenes "
+        f"(seed {TRAIN_SEED}) and scored on the same queries.</p>"
+    )
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>omnivis demo</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #1a1a1a; background: #fafafa; }}
+table.metrics {{ border-collapse: collapse; margin-bottom: 1em; }}
+table.metrics th, table.metrics td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; }}
+table.metrics td.value {{ text-align: right; font-variant-numeric: tabular-nums; }}
+section.task, section.photo {{ margin-top: 2.5em; border-top: 2px solid #444; }}
+dl.details dt {{ font-weight: bold; margin-top: 0.4em; }} dl.details dd {{ margin-left: 1.5em; }}
+div.gallery {{ display: flex; flex-wrap: wrap; gap: 1.5em; }}
+div.pair {{ display: flex; flex-wrap: wrap; gap: 0.8em; }}
+article.item {{ background: #fff; border: 1px solid #ddd; padding: 0.6em; max-width: 1080px; }}
+figure {{ margin: 0; }} figcaption {{ font-weight: bold; }}
+img {{ max-width: 512px; height: auto; display: block; }}
+pre.answer {{ white-space: pre-wrap; overflow-wrap: anywhere; max-width: 512px; font-size: 0.85em; }}
+.note {{ color: #a33; font-style: italic; }} .caption {{ margin: 0 0 0.5em 0; }}
+</style>
+</head>
+<body>
+<h1>omnivis demo</h1>
+{context}
+<h2>The model against the trivial baseline</h2>
+{comparison}
+<p>Each task is judged on its headline metric; higher is better except for CER (an error rate).</p>
+<h2>Every metric</h2>
+<h3>The model</h3>
+{model_table}
+<h3>The trivial baseline</h3>
+{baseline_table}
+<h2>Each task: best and worst samples, prediction beside truth</h2>
+{sections}
+<h2>Photographs: no truth here</h2>
+<p>Real photographs bundled with scikit-image. They have no annotations, so nothing below is scored, and
+the model was trained on the procedural world only (shapes and text on plain backgrounds): expect it to
+describe shapes that are not there. They show every task's answer drawn, not what the model knows about
+photographs.</p>
+{photos}
+</body>
+</html>
+"""
