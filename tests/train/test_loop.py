@@ -200,3 +200,10 @@ def test_the_cli_reports_bad_input_in_one_line(world_train: Path, tmp_path: Path
                  "optim.lerning_rate=1"])  # fmt: skip
     assert code == 2
     assert "unknown config field 'optim.lerning_rate'" in capsys.readouterr().err
+
+
+def test_loader_workers_give_the_same_losses(world_train: Path, tmp_path: Path) -> None:
+    # Samples depend on their stream position alone, so where they are made does not matter.
+    in_process = train(_config(world_train, tmp_path / "a", "steps=2"), progress=False).losses
+    workers = train(_config(world_train, tmp_path / "b", "steps=2", "data.num_workers=2"), progress=False).losses
+    assert workers == in_process
