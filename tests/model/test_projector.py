@@ -36,12 +36,31 @@ def test_sinusoid_table_by_hand() -> None:
     table = sinusoid_table(3, 4)
     # half = 2 frequencies: 1 and 10000 ** -(1/2); even channels sine, odd cosine.
     for position in range(3):
-        for index, frequency in enumerate([1.0, 10000 ** -0.5]):
-            assert table[position, 2 * index].item() == pytest.approx(math.sin(position * frequency), abs=1e-6)
-            assert table[position, 2 * index + 1].item() == pytest.approx(math.cos(position * frequency), abs=1e-6)
+        for index, frequency in enumerate([1.0, 10000**-0.5]):
+            assert table[position, 2 * index].item() == pytest.approx(
+                math.sin(position * frequency), abs=1e-6
+            )
+            assert table[position, 2 * index + 1].item() == pytest.approx(
+                math.cos(position * frequency), abs=1e-6
+            )
 
 
 def test_grid_larger_than_the_table_is_refused() -> None:
     projector = ImageProjector(ProjectorConfig(vision_dim=8, projection_dim=8, max_grid_positions=4))
     with pytest.raises(ValueError, match="position table"):
         projector(torch.randn(1, 8, 5, 2))
+
+
+def test_resample_stretches_the_used_rows_linearly_over_the_new_grid() -> None:
+    from omnivis.model.projector import PositionEmbedding2D
+
+    table = PositionEmbedding2D(max_positions=8, dim=4)
+    with torch.no_grad():
+        table.row_embeddings.weight[:2] = torch.tensor([[0.0, 2.0], [4.0, -2.0]])
+        table.column_embeddings.weight[:2] = torch.tensor([[1.0, 1.0], [1.0, 3.0]])
+    table.resample_((2, 2), (3, 3))
+    # Position i of the old grid meant the fraction i / 1; on the new grid j means j / 2: the middle is the mean.
+    assert torch.equal(table.row_embeddings.weight[:3], torch.tensor([[0.0, 2.0], [2.0, 0.0], [4.0, -2.0]]))
+    assert torch.equal(table.column_embeddings.weight[:3], torch.tensor([[1.0, 1.0], [1.0, 2.0], [1.0, 3.0]]))
+    with pytest.raises(ValueError, match="exceeds the position table"):
+        table.resample_((3, 3), (9, 9))

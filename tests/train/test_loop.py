@@ -205,5 +205,28 @@ def test_the_cli_reports_bad_input_in_one_line(world_train: Path, tmp_path: Path
 def test_loader_workers_give_the_same_losses(world_train: Path, tmp_path: Path) -> None:
     # Samples depend on their stream position alone, so where they are made does not matter.
     in_process = train(_config(world_train, tmp_path / "a", "steps=2"), progress=False).losses
-    workers = train(_config(world_train, tmp_path / "b", "steps=2", "data.num_workers=2"), progress=False).losses
+    workers = train(
+        _config(world_train, tmp_path / "b", "steps=2", "data.num_workers=2"), progress=False
+    ).losses
     assert workers == in_process
+
+
+def test_a_higher_input_size_from_a_checkpoint_keeps_the_weights_and_stretches_positions(
+    world_train: Path, tmp_path: Path
+) -> None:
+    from omnivis.train.model_setup import build_predictor
+
+    low = train(_config(world_train, tmp_path / "low", "steps=1"), progress=False)  # 64 px: a 2x2 grid
+    high = apply_overrides(_config(world_train, tmp_path / "high"), [f"model.init={low.last_checkpoint}",
+                                                                     "model.image_size=128"])  # fmt: skip
+    before = omnivis.load(low.last_checkpoint).model
+    after = build_predictor(high.model, 0)
+    assert after.model.config.image_size == (128, 128) and after.image_processing.size == (128, 128)
+    rows_before = before.multi_modal_projector.image_position_embed.row_embeddings.weight
+    rows_after = after.model.multi_modal_projector.image_position_embed.row_embeddings.weight
+    # 2 rows stretched over 4: the ends stay, the inner ones interpolate at 1/3 and 2/3.
+    torch.testing.assert_close(rows_after[0], rows_before[0])
+    torch.testing.assert_close(rows_after[3], rows_before[1])
+    torch.testing.assert_close(rows_after[1], rows_before[0] * 2 / 3 + rows_before[1] / 3)
+    name = "language_model.encoder.layers.0.fc1.weight"
+    assert torch.equal(after.model.state_dict()[name], before.state_dict()[name])

@@ -44,10 +44,16 @@ class FlorenceConfig:
         self.image_size = tuple(self.image_size)  # type: ignore[assignment]  # JSON gives lists
 
     @property
-    def num_image_tokens(self) -> int:
-        """1 pooled token + the DaViT grid (the image shrinks 32x)."""
+    def grid_size(self) -> tuple[int, int]:
+        """(rows, columns) of the DaViT feature grid: the image shrinks 32x, rounding up."""
         height, width = self.image_size
-        return 1 + -(-height // 32) * -(-width // 32)
+        return -(-height // 32), -(-width // 32)
+
+    @property
+    def num_image_tokens(self) -> int:
+        """1 pooled token + the DaViT grid."""
+        rows, columns = self.grid_size
+        return 1 + rows * columns
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

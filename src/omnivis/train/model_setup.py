@@ -62,13 +62,14 @@ def _adjusted(config: FlorenceConfig, settings: ModelSettings) -> FlorenceConfig
     if settings.dropout >= 0:
         text = dataclasses.replace(text, dropout=settings.dropout, attention_dropout=settings.dropout)
     image_size = (settings.image_size, settings.image_size) if settings.image_size else config.image_size
-    grid = max(-(-side // 32) for side in image_size)
-    if grid > config.projector.max_grid_positions:
+    adjusted = dataclasses.replace(config, text=text, image_size=image_size)
+    if max(adjusted.grid_size) > config.projector.max_grid_positions:
+        rows, columns = adjusted.grid_size
         raise ConfigError(
-            f"model.image_size {settings.image_size} gives a {grid}x{grid} grid, over the position table's "
+            f"model.image_size {settings.image_size} gives a {rows}x{columns} grid, over the position table's "
             f"{config.projector.max_grid_positions}"
         )
-    return dataclasses.replace(config, text=text, image_size=image_size)
+    return adjusted
 
 
 def _refit(predictor: Predictor, settings: ModelSettings) -> Predictor:
@@ -81,15 +82,9 @@ def _refit(predictor: Predictor, settings: ModelSettings) -> Predictor:
     model.load_state_dict(predictor.model.state_dict())
     model.tie_weights()
     if new.image_size != old.image_size:
-        model.multi_modal_projector.image_position_embed.resample_(
-            _grid(old.image_size), _grid(new.image_size)
-        )
+        model.multi_modal_projector.image_position_embed.resample_(old.grid_size, new.grid_size)
     processing = dataclasses.replace(predictor.image_processing, size=new.image_size)
     return dataclasses.replace(predictor, model=model, image_processing=processing)
-
-
-def _grid(image_size: tuple[int, int]) -> tuple[int, int]:
-    return -(-image_size[0] // 32), -(-image_size[1] // 32)
 
 
 def load_vision_tower(model: Florence2, directory: Path) -> None:
