@@ -68,7 +68,7 @@ def _model_is_better(metric: str, model: float, baseline: float) -> bool:
 def test_world_split_is_reused_only_when_it_is_the_same_split(tmp_path: Path) -> None:
     directory = tmp_path / "world"
     demo.world_split(directory, 2, demo.DEMO_SEED)
-    shard = sorted(directory.glob("*.parquet"))[0]
+    shard = min(directory.glob("*.parquet"))
     written = shard.stat().st_mtime_ns
     demo.world_split(directory, 2, demo.DEMO_SEED)
     assert shard.stat().st_mtime_ns == written
@@ -229,7 +229,32 @@ def test_train_runs_the_whole_pipeline_and_a_rerun_replaces_the_run(tmp_path: Pa
     stages = {"world split", "training split", "training", "evaluation", "baseline", "photographs", "report"}
     assert set(result.seconds) == stages
     again = demo.train_demo_model(
-        tmp_path, tmp_path / "data" / "world-train", minutes=1.0, steps=1, overrides=overrides, progress=False
-    )
+        tmp_path, tmp_path / "data" / "world-train", minutes=1.0, steps=1, overrides=overrides, progress=False,
+        processes=1,
+    )  # fmt: skip
     assert again == tmp_path / "train" / "checkpoints" / "step-00000001"
     assert not (tmp_path / "train" / "checkpoints" / "step-00000002").exists()
+
+
+def test_training_starts_from_the_committed_vision_tower_when_there_is_one(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    launched: list[tuple[Any, int]] = []
+
+    def launch(config: Any, *, processes: int, progress: bool) -> Path:
+        launched.append((config, processes))
+        return checkpoint
+
+    monkeypatch.setattr("omnivis.train.train_local", launch)
+    arguments = {"minutes": 1.0, "steps": None, "overrides": (), "progress": False}
+    monkeypatch.setattr(demo, "DEFAULT_CHECKPOINT", tmp_path / "not-committed")
+    demo.train_demo_model(tmp_path, tmp_path / "split", processes=2, **arguments)
+    monkeypatch.setattr(demo, "DEFAULT_CHECKPOINT", checkpoint)
+    demo.train_demo_model(tmp_path, tmp_path / "split", processes=1, **arguments)
+    (scratch, two), (shared, one) = launched
+    assert (scratch.model.vision_init, scratch.model.freeze) == ("", ())
+    assert (shared.model.vision_init, shared.model.freeze) == (str(checkpoint), ("vision",))
+    # The global batch is the same whatever the number of processes.
+    assert (two, scratch.batch_size, one, shared.batch_size) == (2, 8, 1, 16)
+    with pytest.raises(InputError, match="processes must divide 16"):
+        demo.train_demo_model(tmp_path, tmp_path / "split", processes=3, **arguments)

@@ -15,6 +15,7 @@ import contextlib
 import html
 import itertools
 import json
+import os
 import shutil
 import sys
 import time
@@ -29,7 +30,7 @@ from omnivis.data.dataset import open_dataset
 from omnivis.data.manifest import read_manifest
 from omnivis.data.samples import SampleImage, sample_images
 from omnivis.draw import save_png
-from omnivis.errors import DatasetError, InputError, TrainingError
+from omnivis.errors import DatasetError, InputError
 from omnivis.eval.baselines import fit_baseline
 from omnivis.eval.comparison import (
     ComparisonRow,
@@ -71,6 +72,11 @@ BASELINE_RECORDS = 300
 # Queries evaluated per task, evenly spread over the split: VQA and region tasks have 6-13 per scene, and a
 # model that never stops writing costs ~256 decoding steps per batch of 16, so the demo's time stays bounded.
 QUERIES_PER_TASK = 32
+# Training processes of `train=True`: two single-threaded DDP processes nearly double a lone process's speed
+# on 2 cores (one process gains only ~13% from a second thread), and more would not fit the cores this is
+# sized for. The global batch is the same whatever the count.
+TRAIN_PROCESSES = min(2, os.cpu_count() or 1)
+DEMO_GLOBAL_BATCH = 16
 # Where the committed checkpoint lives: models/ at the repository root.
 DEFAULT_CHECKPOINT = Path(omnivis.__file__).resolve().parents[2] / "models" / "omnivis-tiny-world"
 
@@ -138,7 +144,7 @@ def run_demo(
     Args:
         out_dir: Where the data, any training run, `report.html`, `gallery/` and `comparison.json` go.
         model: A checkpoint directory or preset name; None: the committed `DEFAULT_CHECKPOINT`.
-        train: Train a `tiny` model from scratch first (`tiny-world-cpu` recipe, ended by its time limit).
+        train: Train a `tiny` model first (`demo-cpu` recipe, see `train_demo_model`).
         train_minutes: The training time limit; None: what `TRAIN_BUDGET_MINUTES` leaves (about 11).
         train_steps: Fewer steps than the recipe's (None keeps them; the time limit ends the run first).
         scenes: Scenes of the held-out world split.
@@ -156,7 +162,8 @@ def run_demo(
             `tiny` preset is shown, and the user told so).
     """
     _check_arguments(model, train, train_minutes, train_steps, scenes, photos, queries_per_task)
-    out, seconds, started = Path(out_dir), {}, time.perf_counter()
+    out, started = Path(out_dir), time.perf_counter()
+    seconds: dict[str, float] = {}
     checkpoint, note = (None, None) if train else resolve_model(model)
     if note is not None:
         print(f"omnivis demo: {note}", file=sys.stderr)
@@ -274,33 +281,46 @@ def world_split(directory: Path, count: int, seed: int, *, progress: bool = Fals
 
 
 def train_demo_model(
-    out: Path, split: Path, *, minutes: float, steps: int | None, overrides: Sequence[str], progress: bool
+    out: Path,
+    split: Path,
+    *,
+    minutes: float,
+    steps: int | None,
+    overrides: Sequence[str],
+    progress: bool,
+    processes: int | None = None,
 ) -> Path:
-    """Trains the `tiny-world-cpu` recipe from scratch on `split` into `out/train`; returns the last
-    checkpoint.
+    """Trains the `demo-cpu` recipe on `split` into `out/train`; returns the last checkpoint.
 
-    The recipe's own step count outlasts any CPU budget, so the time limit is what normally ends the run.
-    An earlier demo run in `out/train` is replaced.
+    The text side always starts from scratch; the vision tower starts from the committed checkpoint's and
+    stays frozen when that checkpoint is there (see `demo_cpu`). The run ends at the recipe's steps or the
+    time limit, whichever comes first. An earlier demo run in `out/train` is replaced.
+
+    Args:
+        processes: Local training processes (DDP); None: `TRAIN_PROCESSES`. The global batch stays
+            `DEMO_GLOBAL_BATCH` images whatever the count.
 
     Raises:
-        InputError: `out/train` exists and is not a training run.
-        TrainingError: The run wrote no checkpoint.
+        InputError: `out/train` exists and is not a training run, or a bad process count.
+        TrainingError: The run failed or wrote no checkpoint.
     """
-    from omnivis.train import RECIPES, apply_overrides, train
+    from omnivis.train import RECIPES, apply_overrides, train_local
 
+    processes = TRAIN_PROCESSES if processes is None else processes
+    if not 1 <= processes <= DEMO_GLOBAL_BATCH or DEMO_GLOBAL_BATCH % processes:
+        raise InputError(f"processes must divide {DEMO_GLOBAL_BATCH} (the demo's batch), got {processes}")
     run_dir = out / "train"
     if run_dir.exists():
         if not (run_dir / "config.json").is_file():
             raise InputError(f"{run_dir} exists and is not a training run; choose another out directory")
         shutil.rmtree(run_dir)  # the demo trains from scratch each time: the earlier run is not resumed
     settings = [f"out={json.dumps(str(run_dir))}", f"data.train={json.dumps(str(split))}", 'data.eval=""',
-                f"max_time_minutes={float(minutes)}"]  # fmt: skip
+                f"max_time_minutes={float(minutes)}", f"batch_size={DEMO_GLOBAL_BATCH // processes}"]  # fmt: skip
     settings += [f"steps={steps}"] if steps is not None else []
-    config = apply_overrides(RECIPES["tiny-world-cpu"](), [*settings, *overrides])
-    result = train(config, progress=progress)
-    if result.last_checkpoint is None:
-        raise TrainingError(f"the demo's training run in {run_dir} wrote no checkpoint")
-    return result.last_checkpoint
+    if DEFAULT_CHECKPOINT.is_dir():
+        settings += [f"model.vision_init={json.dumps(str(DEFAULT_CHECKPOINT))}", 'model.freeze=["vision"]']
+    config = apply_overrides(RECIPES["demo-cpu"](), [*settings, *overrides])
+    return train_local(config, processes=processes, progress=progress)
 
 
 def photo_inputs(sample: SampleImage, size: tuple[int, int]) -> dict[str, Any]:

@@ -7,10 +7,12 @@
 Layout: `config` (typed settings), `recipes` (named presets), `data` (records -> batches, deterministic by
 position), `loss` (summed token loss, location smoothing), `optim` (AdamW + schedule), `model_setup`
 (initialisation, freezing), `distributed` (DDP/FSDP), `checkpointing` (atomic, resumable), `monitor` and
-`summary` (logs, curve), `evaluation` (periodic eval), `loop` (the loop itself).
+`summary` (logs, curve), `evaluation` (periodic eval), `loop` (the loop itself), `launch` (several local
+processes from inside a program).
 """
 
 from omnivis.train.config import TrainConfig, apply_overrides, config_from_dict
+from omnivis.train.launch import train_local
 from omnivis.train.loop import TrainResult, train
 from omnivis.train.recipes import RECIPES, resolve_config, smoke
 
@@ -23,4 +25,5 @@ __all__ = [
     "resolve_config",
     "smoke",
     "train",
+    "train_local",
 ]

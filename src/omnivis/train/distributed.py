@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import os
 import typing
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -85,6 +86,9 @@ def wrap(model: Florence2, runtime: Runtime, strategy: str) -> nn.Module:
         return model
     if strategy == "ddp":
         device_ids = [runtime.local_rank] if runtime.device.type == "cuda" else None
+        # The depthwise position convolutions' (C, 1, 3, 3) weights get gradients whose stride along the
+        # size-1 axis differs from the weight's: the same memory order, so DDP's warning about it is noise.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         # Frozen parts and prompts that skip a module leave parameters without gradients in some steps.
         return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
     from torch.distributed.fsdp import fully_shard
