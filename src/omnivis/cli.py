@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", type=Path, help="write the answers to this JSON file")
     predict.add_argument("--draw", type=Path, help="draw the answer on the image into this PNG (one image)")
 
+    _add_serve_command(commands.add_parser("serve", help="serve a model over HTTP, with a web page"))
+
     tasks = commands.add_parser("tasks", help="list the task prompts")
     tasks.add_argument("--model", default="tiny")
 
@@ -196,6 +198,30 @@ def _run_data_command(args: argparse.Namespace) -> None:
         print(f"stats.json and {len(stats.drawn)} drawings written to {out}")
 
 
+def _add_serve_command(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument("--model", required=True, help="checkpoint directory or preset name")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-batch", type=int, default=16, help="requests of one task run together at most")
+    serve.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a request waits for others")
+    serve.add_argument("--max-queue", type=int, default=64, help="waiting requests beyond this get 503")
+    serve.add_argument("--timeout", type=float, default=120.0, help="seconds before a request gets 504")
+    serve.add_argument("--device", default="cpu")
+    serve.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
+
+
+def _run_serve_command(args: argparse.Namespace) -> None:
+    from omnivis.serve import BatchSettings, ServeSettings, serve
+
+    batching = BatchSettings(
+        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, timeout_s=args.timeout
+    )
+    serve(
+        args.model, host=args.host, port=args.port, settings=ServeSettings(batching=batching),
+        device=args.device, dtype=args.dtype,
+    )  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     # Overrides (key=value) may come before or after options; argparse alone takes them only before.
@@ -214,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 dtype=args.dtype, json_path=args.json, draw_path=args.draw,
             )  # fmt: skip
             print(json.dumps(answers, indent=2))
+        elif args.command == "serve":
+            _run_serve_command(args)
         elif args.command == "tasks":
             from omnivis.tasks import TASKS
 
