@@ -16,10 +16,18 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The page tests drive Debian's Chromium through Playwright (no browser download). Installed here when it is
+# missing and this is root with apt; otherwise those tests say they were skipped and why.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	-@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	else echo "no $(CHROMIUM), and no root apt to install it: the page tests will be skipped"; fi
+
 demo: $(STAMP)
 	$(BIN)/omnivis demo --out demo
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -177,7 +177,7 @@ BAD_REQUESTS = {
         422,
         "max_new_tokens must be",
     ),
-    "no task": (png_bytes(), {}, 422, "task"),
+    "no task": (png_bytes(), {}, 422, "task: Field required"),
 }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import enum
 import io
 import json
 import math
@@ -24,6 +25,7 @@ from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
@@ -56,6 +58,8 @@ from omnivis.serve.schemas import (
 )
 from omnivis.tasks import TASKS, build_prompt
 
+# The task prompts as an enum, so the OpenAPI spec (and /docs) lists the choices.
+TaskName = enum.Enum("TaskName", {token: token for token in TASKS}, type=str)  # type: ignore[misc]
 ROUTES = frozenset(
     {
         "/",
@@ -158,7 +162,7 @@ def _add_routes(
     @app.post("/v1/predict", response_model=Prediction, responses=_ERRORS)
     async def predict(
         image: Annotated[UploadFile, File(description="the image (PNG, JPEG, WebP, ...)")],
-        task: Annotated[str, Form(description="a task prompt from /v1/tasks, e.g. <OD>")],
+        task: Annotated[TaskName, Form(description="a task prompt from /v1/tasks, e.g. <OD>")],
         text: Annotated[str | None, Form(description="the phrase or question of a text task")] = None,
         region: Annotated[str | None, Form(description="x0,y0,x1,y1 in pixels, for region tasks")] = None,
         draw: Annotated[bool, Form(description="also return the answer drawn on the image")] = False,
@@ -169,14 +173,14 @@ def _add_routes(
         """Answers one task on one uploaded image; `result` is exactly what `omnivis predict` gives."""
         options = _decode_options(settings, num_beams, max_new_tokens, scores)
         picture = await _read_image(image, settings)
-        task_input = _task_input(task, text, region, picture.size)
-        answer = await _answer(batcher, Job(picture, task, task_input, options))
-        return await _prediction(picture, task, answer, draw)
+        task_input = _task_input(task.value, text, region, picture.size)
+        answer = await _answer(batcher, Job(picture, task.value, task_input, options))
+        return await _prediction(picture, task.value, answer, draw)
 
     @app.post("/v1/predict/batch", response_model=BatchPrediction, responses=_ERRORS)
     async def predict_batch(
         images: Annotated[list[UploadFile], File(description="the images, one task for all")],
-        task: Annotated[str, Form(description="a task prompt from /v1/tasks")],
+        task: Annotated[TaskName, Form(description="a task prompt from /v1/tasks")],
         inputs: Annotated[
             str | None, Form(description="a JSON list, one input per image: a string, [x0,y0,x1,y1] or null")
         ] = None,
@@ -192,7 +196,7 @@ def _add_routes(
         given = _batch_inputs(inputs, len(images))
         pictures = [await _read_image(image, settings) for image in images]
         jobs = [
-            Job(picture, task, _batch_input(task, item, picture.size), options)
+            Job(picture, task.value, _batch_input(task.value, item, picture.size), options)
             for picture, item in zip(pictures, given, strict=True)
         ]
         if batcher.queue_depth + len(jobs) > settings.batching.max_queue:
@@ -203,7 +207,7 @@ def _add_routes(
             if isinstance(answer, BaseException):
                 items.append(BatchItem(error=str(answer), status=_status_of(answer)))
             else:
-                items.append(BatchItem(prediction=await _prediction(picture, task, answer, draw)))
+                items.append(BatchItem(prediction=await _prediction(picture, task.value, answer, draw)))
         return BatchPrediction(items=items)
 
 
@@ -315,5 +319,14 @@ def _add_error_handlers(app: FastAPI, settings: ServeSettings) -> None:
         detail = str(error) if status != 500 else f"the model failed on this request: {error}"
         return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
+    async def handle_invalid(_: Request, error: Exception) -> JSONResponse:
+        # FastAPI's own form checks, as one readable sentence like every other error here.
+        assert isinstance(error, RequestValidationError)
+        problems = [
+            f"{'.'.join(str(part) for part in e['loc'][1:]) or 'body'}: {e['msg']}" for e in error.errors()
+        ]
+        return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
+
     for kind in (InputError, QueueFullError, ShuttingDownError, RequestTimeoutError, ModelError):
         app.add_exception_handler(kind, handle)
+    app.add_exception_handler(RequestValidationError, handle_invalid)

@@ -182,6 +182,8 @@ function showAnswer(answer) {
   const shapes = shapesOf(answer);
   const context = $("overlay").getContext("2d");
   context.lineWidth = 2;
+  context.lineCap = "round"; // a degenerate box (a line or a point) still shows
+  context.lineJoin = "round";
   context.font = "13px system-ui, sans-serif";
   shapes.forEach((shape, index) => {
     const colour = COLOURS[index % COLOURS.length];
