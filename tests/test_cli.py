@@ -19,7 +19,9 @@ def image_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_predict_writes_json_and_a_drawing(image_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_predict_writes_json_and_a_drawing(
+    image_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out_json, out_png = tmp_path / "answer.json", tmp_path / "answer.png"
     code = main(["predict", str(image_path), "--model", "tiny", "--task", "<OD>", "--num-beams", "1",
                  "--max-new-tokens", "8", "--json", str(out_json), "--draw", str(out_png)])  # fmt: skip
@@ -115,7 +117,9 @@ def test_data_errors_are_one_line_and_write_nothing(
     assert sorted(tmp_path.rglob("*")) == before
 
 
-def test_skip_bad_reads_past_a_corrupt_shard_and_names_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_skip_bad_reads_past_a_corrupt_shard_and_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     world = tmp_path / "world"
     assert main(["data", "make-world", str(world), "--n", "4", "--shard-size", "2", "--workers", "1"]) == 0
     shard = world / "shard-00001.parquet"
@@ -128,19 +132,36 @@ def test_skip_bad_reads_past_a_corrupt_shard_and_names_it(tmp_path: Path, capsys
     assert "(2 records skipped)" in capsys.readouterr().out
 
 
-def test_eval_scores_a_predictions_file_and_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_eval_scores_a_predictions_file_and_writes_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from omnivis.eval.evaluation import collect_queries
     from omnivis.eval.predictions import Prediction
     from omnivis.world import generate
 
-    assert main(["data", "make-world", str(tmp_path / "world"), "--n", "3", "--seed", "5", "--workers", "1"]) == 0
+    assert (
+        main(["data", "make-world", str(tmp_path / "world"), "--n", "3", "--seed", "5", "--workers", "1"])
+        == 0
+    )
     records = list(generate(3, 5))
     queries = collect_queries(records, ["<OD>", "<VQA>"]).queries
-    lines = [Prediction(q.image_id, q.task, q.input, q.answer).to_json() for task in queries.values() for q in task]
+    lines = [
+        Prediction(q.image_id, q.task, q.input, q.answer).to_json() for task in queries.values() for q in task
+    ]
     predictions = tmp_path / "predictions.jsonl"
     predictions.write_text("".join(json.dumps(line) + "\n" for line in lines))
     capsys.readouterr()
-    code = main(["eval", "--predictions", str(predictions), "--data", str(tmp_path / "world"), "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "eval",
+            "--predictions",
+            str(predictions),
+            "--data",
+            str(tmp_path / "world"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "<OD>" in printed and "<VQA>" in printed and "accuracy" in printed
@@ -150,7 +171,10 @@ def test_eval_scores_a_predictions_file_and_writes_the_report(tmp_path: Path, ca
 
 
 def test_eval_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["data", "make-world", str(tmp_path / "world"), "--n", "2", "--seed", "5", "--workers", "1"]) == 0
+    assert (
+        main(["data", "make-world", str(tmp_path / "world"), "--n", "2", "--seed", "5", "--workers", "1"])
+        == 0
+    )
     capsys.readouterr()
     code = main(["eval", "--predictions", str(tmp_path / "none.jsonl"), "--data", str(tmp_path / "world"),
                  "--out", str(tmp_path / "out")])  # fmt: skip
@@ -158,3 +182,61 @@ def test_eval_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture)
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "none.jsonl" in error
     assert not (tmp_path / "out").exists()
+
+
+def test_serve_answers_over_http_and_stops_cleanly_on_sigterm(image_path: Path) -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "omnivis",
+        "serve",
+        "--model",
+        "tiny",
+        "--port",
+        str(port),
+        "--max-batch",
+        "4",
+    ]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        files = {"image": ("scene.png", image_path.read_bytes(), "image/png")}
+        form = {"task": "<CAPTION>", "num_beams": "1", "max_new_tokens": "4"}
+        response = httpx.post(f"{url}/v1/predict", files=files, data=form, timeout=60)
+        assert response.status_code == 200 and (response.json()["width"], response.json()["height"]) == (
+            80,
+            60,
+        )
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=60)
+    # uvicorn finishes its shutdown, then ends by the signal it caught, as an unhandled SIGTERM would.
+    assert server.returncode in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output and "Finished server process" in output
+
+
+def test_serve_refuses_bad_settings_in_one_line(capsys: pytest.CaptureFixture) -> None:
+    assert main(["serve", "--model", "tiny", "--max-batch", "0", "--max-queue", "0"]) == 2
+    error = capsys.readouterr().err
+    assert error == (
+        "omnivis: error: batch settings: max_batch must be an integer >= 1, got 0; "
+        "max_queue must be an integer >= 1, got 0\n"
+    )
