@@ -157,7 +157,7 @@ BAD_REQUESTS = {
         png_bytes(),
         {"task": "<SEGMENT_EVERYTHING>"},
         422,
-        "unknown task '<SEGMENT_EVERYTHING>'",
+        "task: Input should be '<OCR>', ",
     ),
     "missing text": (png_bytes(), {"task": "<VQA>"}, 422, "task <VQA> needs input text"),
     "missing region": (png_bytes(), {"task": "<REGION_TO_OCR>"}, 422, "needs a region"),

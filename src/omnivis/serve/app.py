@@ -119,7 +119,8 @@ def create_app(
     )  # fmt: skip
     app.state.batcher, app.state.metrics, app.state.settings = batcher, metrics, settings
     _add_error_handlers(app, settings)
-    _add_routes(app, batcher, metrics, settings, model_name)
+    _add_info_routes(app, batcher, metrics, model_name)
+    _add_predict_routes(app, batcher, settings)
     app.mount("/static", StaticFiles(directory=str(resources.files("omnivis.serve") / "page")), name="static")
     app.add_middleware(
         UploadLimit, max_bytes=settings.max_upload_bytes, read_timeout_s=settings.read_timeout_s
@@ -128,9 +129,7 @@ def create_app(
     return app
 
 
-def _add_routes(
-    app: FastAPI, batcher: DynamicBatcher, metrics: ServerMetrics, settings: ServeSettings, model_name: str
-) -> None:
+def _add_info_routes(app: FastAPI, batcher: DynamicBatcher, metrics: ServerMetrics, model_name: str) -> None:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
         return HTMLResponse(
@@ -159,6 +158,8 @@ def _add_routes(
         """Request counts, latencies, batch sizes and queue depth, in Prometheus' text format."""
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
+
+def _add_predict_routes(app: FastAPI, batcher: DynamicBatcher, settings: ServeSettings) -> None:
     @app.post("/v1/predict", response_model=Prediction, responses=_ERRORS)
     async def predict(
         image: Annotated[UploadFile, File(description="the image (PNG, JPEG, WebP, ...)")],
@@ -207,7 +208,13 @@ def _add_routes(
             if isinstance(answer, BaseException):
                 items.append(BatchItem(error=str(answer), status=_status_of(answer)))
             else:
-                items.append(BatchItem(prediction=await _prediction(picture, task.value, answer, draw)))
+                items.append(
+                    BatchItem(
+                        prediction=await _prediction(picture, task.value, answer, draw),
+                        error=None,
+                        status=200,
+                    )
+                )
         return BatchPrediction(items=items)
 
 
