@@ -97,7 +97,7 @@ def _corrupt_world(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["make-world", "{tmp}/w", "--n", "2", "--variant", "easy"], "unknown world variant 'easy'"),
+        (["make-world", "{tmp}/w", "--n", "2", "--variant", "medium"], "unknown world variant 'medium'"),
         (["stats", "{tmp}/missing"], "missing"),
         (["stats", "{corrupt}"], "shard-00000.parquet"),
         (["import-coco", "{tmp}/nothing.json", "--images", "{tmp}", "--out", "{tmp}/d"], "nothing.json"),

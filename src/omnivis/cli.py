@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--draw", type=Path, help="draw the answer on the image into this PNG (one image)")
 
     _add_serve_command(commands.add_parser("serve", help="serve a model over HTTP, with a web page"))
+    _add_pretrain_command(commands.add_parser("pretrain", help="pre-train the vision tower (tagging)"))
 
     tasks = commands.add_parser("tasks", help="list the task prompts")
     tasks.add_argument("--model", default="tiny")
@@ -134,7 +135,11 @@ def _add_data_commands(data: argparse.ArgumentParser) -> None:
     world.add_argument("out", type=Path)
     world.add_argument("--n", type=int, required=True, help="number of scenes")
     world.add_argument("--seed", type=int, default=0)
-    world.add_argument("--variant", default="default", help="world variant: default or hard")
+    world.add_argument(
+        "--variant",
+        default="default",
+        help="world variant: default, easy (a curriculum's first lesson) or hard",
+    )
     world.add_argument("--shard-size", type=int, default=1000, help="records per Parquet shard")
     world.add_argument("--workers", type=int, help="generating processes (default: every core)")
     world.add_argument("--overwrite", action="store_true")
@@ -198,9 +203,35 @@ def _run_data_command(args: argparse.Namespace) -> None:
         print(f"stats.json and {len(stats.drawn)} drawings written to {out}")
 
 
+def _add_pretrain_command(pretrain: argparse.ArgumentParser) -> None:
+    methods = pretrain.add_subparsers(dest="method", required=True)
+    tagging = methods.add_parser("tagging", help="multi-label tagging of region categories and caption words")
+    tagging.add_argument("--data", required=True, help="the dataset directory")
+    tagging.add_argument("--out", required=True, help="the run directory (the checkpoint goes to OUT/final)")
+    tagging.add_argument("--preset", default="tiny")
+    tagging.add_argument("--image-size", type=int, default=128)
+    tagging.add_argument("--steps", type=int, default=1000)
+    tagging.add_argument("--batch-size", type=int, default=64)
+    tagging.add_argument("--learning-rate", type=float, default=1e-3)
+
+
+def _run_pretrain_command(args: argparse.Namespace) -> None:
+    from omnivis.pretrain import TaggingConfig, pretrain_tagging
+
+    config = TaggingConfig(
+        data=args.data, out=args.out, preset=args.preset, image_size=args.image_size, steps=args.steps,
+        batch_size=args.batch_size, learning_rate=args.learning_rate,
+    )  # fmt: skip
+    result = pretrain_tagging(config)
+    print(f"vision tower written to {result.checkpoint} ({len(result.tags)} tags); use it with "
+          f"model.vision_init={result.checkpoint}")  # fmt: skip
+
+
 def _add_serve_command(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--model", required=True, help="checkpoint directory or preset name")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)"
+    )
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--max-batch", type=int, default=16, help="requests of one task run together at most")
     serve.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a request waits for others")
@@ -214,7 +245,10 @@ def _run_serve_command(args: argparse.Namespace) -> None:
     from omnivis.serve import BatchSettings, ServeSettings, serve
 
     batching = BatchSettings(
-        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, timeout_s=args.timeout
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        timeout_s=args.timeout,
     )
     serve(
         args.model, host=args.host, port=args.port, settings=ServeSettings(batching=batching),
@@ -240,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 dtype=args.dtype, json_path=args.json, draw_path=args.draw,
             )  # fmt: skip
             print(json.dumps(answers, indent=2))
+        elif args.command == "pretrain":
+            _run_pretrain_command(args)
         elif args.command == "serve":
             _run_serve_command(args)
         elif args.command == "tasks":

@@ -51,8 +51,8 @@ def test_another_seed_gives_other_scenes() -> None:
 
 
 def test_unknown_variant_and_negative_count_are_refused() -> None:
-    with pytest.raises(InputError, match="unknown world variant 'easy'"):
-        next(world_records(1, seed=0, variant="easy"))
+    with pytest.raises(InputError, match="unknown world variant 'medium'"):
+        next(world_records(1, seed=0, variant="medium"))
     with pytest.raises(InputError, match=">= 0"):
         next(world_records(-1, seed=0))
 

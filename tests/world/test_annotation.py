@@ -140,8 +140,11 @@ def test_the_sample_covers_the_whole_vocabulary(generated: list) -> None:
     assert {item.font for item in texts} == set(config.fonts)
     assert {item.font_size for item in texts} == set(config.text_sizes)
     assert {item.plate is None for item in texts} == {True, False}
-    assert any(item.occluders for item in shapes)
-    assert any(item.rotation != 0 for item in texts) and any(not item.is_word for item in texts)
+    # ... and the knobs that switch a feature off are respected (the easy variant turns these off).
+    assert any(item.occluders for item in shapes) == config.allow_occlusion
+    assert any(item.rotation != 0 for item in texts) == (config.text_rotation_range > 0)
+    assert any(item.text in config.lines for item in texts) == (config.line_probability > 0)
+    assert any(not item.is_word for item in texts)  # some "words" are two (e.g. "gate 12")
 
 
 def test_generate_yields_consecutive_records() -> None:

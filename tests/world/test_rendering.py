@@ -90,7 +90,7 @@ def test_text_ink_lies_inside_the_quad(rendered: list) -> None:
             if fully.any():
                 window = np.asarray(result.image)[top : top + layer.height, left : left + layer.width]
                 assert np.all(window[fully] == item.rgb)
-    assert texts_seen >= 10
+    assert texts_seen >= 8  # the easy variant draws text in fewer scenes
 
 
 def test_every_object_owns_pixels_and_labels_are_in_range(rendered: list) -> None:

@@ -200,9 +200,26 @@ _HARD_SIZES: tuple[SizeClass, ...] = (
 )
 
 # The named worlds. "default": 3-7 shapes, upright text; "hard": 7-14 smaller shapes, more occlusion, text
-# turned up to 35 degrees, busier backgrounds.
+# turned up to 35 degrees, busier backgrounds; "easy": the first lesson of a curriculum, 1-3 flat-coloured
+# shapes apart on a flat background and sometimes one large upright word, so that a model learning from
+# scratch finds what in the image its answers depend on before the default world's clutter.
 VARIANTS: dict[str, WorldConfig] = {
     "default": WorldConfig(),
+    "easy": WorldConfig(
+        name="easy",
+        object_count=(1, 3),
+        pattern_probability=0.0,
+        patterns=(),
+        rotation_range=15.0,
+        allow_occlusion=False,
+        text_probability=0.3,
+        text_count=(1, 1),
+        line_probability=0.0,
+        text_sizes=(22, 28),
+        text_rotation_range=0.0,
+        backgrounds=("flat",),
+        clutter=(0, 0),
+    ),
     "hard": WorldConfig(
         name="hard",
         object_count=(7, 14),
