@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -47,6 +48,8 @@ def test_a_recipe_runs_and_leaves_a_complete_run_directory(name: str, world_trai
     ]
     events = read_events(run)
     assert [e["step"] for e in events if e["kind"] == "train"] == [1, 2, 3]
+    checks = [e for e in events if e["kind"] == "image_check"]  # one at each checkpoint
+    assert [e["step"] for e in checks] == [2, 3] and all(math.isfinite(e["image_reliance"]) for e in checks)
     evaluation = [e for e in events if e["kind"] == "eval"]
     assert len(evaluation) == 1 and "<OD>/AP50" in evaluation[0] and "<CAPTION>/CIDEr" in evaluation[0]
     assert (run / "summary.md").read_text().startswith("# Training run")

@@ -33,6 +33,7 @@ from omnivis.train.config import TrainConfig, validate
 from omnivis.train.data import Batch, StepSampler, TrainingStream, collate, resolve_mixture
 from omnivis.train.distributed import Runtime
 from omnivis.train.evaluation import EvaluationSettings, evaluate_checkpoint
+from omnivis.train.image_check import image_reliance
 from omnivis.train.lora import adapter_state, is_adapter, merged_state
 from omnivis.train.loss import LossSettings, location_range, summed_token_loss
 from omnivis.train.model_setup import build_predictor, set_training_mode
@@ -138,6 +139,8 @@ def _run(config: TrainConfig, runtime: Runtime, resume: bool | str, progress: bo
         if config.data.eval and ((config.eval_every and (step + 1) % config.eval_every == 0) or final):
             _evaluate(predictor, model, config, runtime, state, log)
         if (step + 1) % config.checkpoint_every == 0 or final:
+            reliance = image_reliance(model, micro_batches[0], loss_settings, autocast, runtime)
+            log.write({"kind": "image_check", "step": state.step, "image_reliance": reliance})
             state.scheduler = scheduler.state_dict()
             last_checkpoint = save(predictor, model, optimizer, state, config, runtime, log)
         if out_of_time:
