@@ -175,3 +175,18 @@ def test_presets_are_reproducible_and_leave_the_global_rng_alone(image: Image.Im
     assert torch.equal(torch.rand(1), expected_next)
     for name, tensor in first.model.state_dict().items():
         assert torch.equal(tensor, second.model.state_dict()[name]), name
+
+
+def test_a_batch_answers_each_image_as_it_would_be_answered_alone() -> None:
+    # The committed checkpoint ends its captions at different lengths: a batch pads the early finishers,
+    # and that padding must not reach their answers.
+    from omnivis.demo import DEFAULT_CHECKPOINT
+    from omnivis.world import VARIANTS, generate_record
+
+    trained = omnivis.load(DEFAULT_CHECKPOINT)
+    images = [generate_record(index, 11, VARIANTS["default"]).image for index in range(6)]
+    batch = trained.run_batch(images, "<CAPTION>", None, num_beams=1, max_new_tokens=64)
+    alone = [trained.run(image, "<CAPTION>", num_beams=1, max_new_tokens=64) for image in images]
+    assert batch == alone
+    assert len({len(answer["<CAPTION>"]) for answer in alone}) > 1  # the lengths really differ
+    assert not any("<pad>" in answer["<CAPTION>"] for answer in batch)

@@ -71,7 +71,9 @@ class Predictor:
         Returns:
             `{task: answer}` exactly as the reference's `post_process_generation` builds it.
         """
-        return self.run_batch([image], task, None if text is None else [text], num_beams, max_new_tokens, return_scores)[0]
+        return self.run_batch(
+            [image], task, None if text is None else [text], num_beams, max_new_tokens, return_scores
+        )[0]
 
     def run_batch(
         self,
@@ -95,17 +97,11 @@ class Predictor:
         ]
         config = self.generation_config(num_beams, max_new_tokens)
         sequences, scores = self.generate_ids(pictures, prompts, config, return_scores)
-        return [
-            post_process(
-                task,
-                sequences[row].tolist(),
-                self.tokenizer,
-                image_size=sizes[row],
-                config=self.parse_config,
-                token_scores=None if scores is None else scores[row].tolist(),
-            )
-            for row in range(len(pictures))
-        ]
+        answers = []
+        for row in range(len(pictures)):
+            ids, row_scores = self._own_tokens(sequences[row], None if scores is None else scores[row])
+            answers.append(post_process(task, ids, self.tokenizer, sizes[row], self.parse_config, row_scores))
+        return answers
 
     def run_tasks(
         self,
@@ -138,11 +134,29 @@ class Predictor:
         sequences, scores = self.generate_ids([picture], prompts, config, return_scores, image_tokens=tokens)
         answers: dict[str, Any] = {}
         for row, task in enumerate(inputs):
-            row_scores = None if scores is None else scores[row].tolist()
+            ids, row_scores = self._own_tokens(sequences[row], None if scores is None else scores[row])
             answers.update(
-                post_process(task, sequences[row].tolist(), self.tokenizer, picture.size, self.parse_config, row_scores)
+                post_process(task, ids, self.tokenizer, picture.size, self.parse_config, row_scores)
             )
         return answers
+
+    def _own_tokens(
+        self, sequence: torch.Tensor, scores: torch.Tensor | None
+    ) -> tuple[list[int], list[float] | None]:
+        """One row of a batch's output as that row alone would have generated it: cut after its end token.
+
+        A batch pads the rows that finished early; a lone request has no such padding. Cutting it keeps
+        `run_batch` (and the server's dynamic batches) answering exactly as `run` does, where the reference
+        would leave the padding in plain-text answers.
+        """
+        ids = sequence.tolist()
+        ends = [
+            position
+            for position, token in enumerate(ids)
+            if token == self.tokenizer.eos_token_id and position > 0
+        ]
+        length = ends[0] + 1 if ends else len(ids)
+        return ids[:length], None if scores is None else scores.tolist()[:length]
 
     def generation_config(self, num_beams: int | None, max_new_tokens: int | None) -> GenerationConfig:
         """The checkpoint's decoding settings with these overrides (None keeps the checkpoint's), validated."""
@@ -159,7 +173,10 @@ class Predictor:
 
     def encode_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids `<s> prompt </s>`, right-padded, and their attention mask: (B, T) each."""
-        encoded = [[self.tokenizer.bos_token_id, *self.tokenizer.encode(p), self.tokenizer.eos_token_id] for p in prompts]
+        encoded = [
+            [self.tokenizer.bos_token_id, *self.tokenizer.encode(p), self.tokenizer.eos_token_id]
+            for p in prompts
+        ]
         room = self.model.config.text.max_position_embeddings - self.model.config.num_image_tokens
         longest = max(len(ids) for ids in encoded)
         if longest > room:
@@ -198,7 +215,9 @@ class Predictor:
         if image_tokens is None:
             image_tokens = self.image_tokens(pictures)
         input_ids, attention_mask = self.encode_prompts(prompts)
-        encoded = self.model.encode(input_ids.to(device), attention_mask.to(device), image_tokens=image_tokens)
+        encoded = self.model.encode(
+            input_ids.to(device), attention_mask.to(device), image_tokens=image_tokens
+        )
         # Step t feeds the token at decoder position t, so max_new_tokens positions suffice.
         cache = self.model.start_decoding(encoded, capacity=config.max_new_tokens)
         output = generate(
