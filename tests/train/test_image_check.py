@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from omnivis.demo import DEFAULT_CHECKPOINT
 from omnivis.predictor import Predictor
-from omnivis.train import RECIPES, smoke
+from omnivis.train import RECIPES, apply_overrides, smoke
 from omnivis.train.config import ModelSettings
 from omnivis.train.data import Batch
 from omnivis.train.distributed import Runtime
@@ -23,8 +24,10 @@ ONE_PROCESS = Runtime(rank=0, world_size=1, local_rank=0, device=torch.device("c
 
 @pytest.fixture(scope="module")
 def setup(world_train: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple:
-    config = smoke(RECIPES["tiny-world-cpu"](), data=world_train, out=tmp_path_factory.mktemp("run"))
-    config = type(config)(**{**vars(config), "batch_size": 4})
+    # The committed checkpoint reads images (a random model's reliance is ~1e-5, within float32 noise).
+    config = smoke(RECIPES["tiny-world-cpu"](), data=world_train, out=tmp_path_factory.mktemp("run"),
+                   init=DEFAULT_CHECKPOINT)  # fmt: skip
+    config = apply_overrides(config, ['model.vision_init=""', "batch_size=4"])
     predictor = build_predictor(config.model, config.seed)
     batch = next(iter(build_loader(build_stream(config, predictor), 0, config, ONE_PROCESS, predictor)))
     return predictor, batch, build_loss_settings(config, predictor)
@@ -48,7 +51,7 @@ def test_it_is_the_rotated_loss_minus_the_true_loss_in_eval_mode(setup: tuple) -
     expected = _by_hand(predictor, batch, settings, rotated) - _by_hand(
         predictor, batch, settings, batch.pixel_values
     )
-    assert reliance == pytest.approx(expected, rel=1e-4, abs=1e-7) and reliance != 0.0
+    assert reliance == pytest.approx(expected, rel=1e-4) and reliance > 0.01
 
 
 def test_a_model_whose_image_tokens_are_constant_does_not_rely_on_the_image(setup: tuple) -> None:
