@@ -90,7 +90,8 @@ def test_text_ink_lies_inside_the_quad(rendered: list) -> None:
             if fully.any():
                 window = np.asarray(result.image)[top : top + layer.height, left : left + layer.width]
                 assert np.all(window[fully] == item.rgb)
-    assert texts_seen >= 8  # the easy variant draws text in fewer scenes
+    # The easy variant draws one text at most, in fewer scenes.
+    assert texts_seen >= (8 if rendered[0][0].config.name == "easy" else 10)
 
 
 def test_every_object_owns_pixels_and_labels_are_in_range(rendered: list) -> None:

@@ -77,6 +77,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in (
         (400, "the image cannot be decoded, or has too many pixels"),
+        (408, "the upload stalled"),
         (413, "the upload is larger than the limit"),
         (422, "an unknown task, or a missing or invalid input"),
         (500, "the model failed on this request"),
