@@ -38,6 +38,7 @@ from omnivis.data.transforms import preprocess
 from omnivis.errors import ConfigError, DatasetError
 from omnivis.images import load_image
 from omnivis.io import atomic_write_json
+from omnivis.loading import save
 from omnivis.model.davit import DaViT
 from omnivis.train.config import ModelSettings, OptimSettings
 from omnivis.train.model_setup import build_predictor
@@ -165,9 +166,7 @@ def pretrain_tagging(config: TaggingConfig, *, progress: bool = True) -> Tagging
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / TAGS_FILE, tags)
     atomic_write_json(out / CONFIG_FILE, dataclasses.asdict(config))
-    import omnivis
-
-    omnivis.save(predictor, out / "final")
+    save(predictor, out / "final")
     return TaggingResult(out / "final", losses, tags)
 
 
