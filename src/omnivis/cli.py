@@ -205,7 +205,7 @@ def _run_data_command(args: argparse.Namespace) -> None:
 
 def _add_pretrain_command(pretrain: argparse.ArgumentParser) -> None:
     methods = pretrain.add_subparsers(dest="method", required=True)
-    tagging = methods.add_parser("tagging", help="multi-label tagging of region categories and caption words")
+    tagging = methods.add_parser("tagging", help="tags of the image and of each cell, with boxes")
     tagging.add_argument("--data", required=True, help="the dataset directory")
     tagging.add_argument("--out", required=True, help="the run directory (the checkpoint goes to OUT/final)")
     tagging.add_argument("--preset", default="tiny")
@@ -213,6 +213,9 @@ def _add_pretrain_command(pretrain: argparse.ArgumentParser) -> None:
     tagging.add_argument("--steps", type=int, default=1000)
     tagging.add_argument("--batch-size", type=int, default=64)
     tagging.add_argument("--learning-rate", type=float, default=1e-3)
+    tagging.add_argument(
+        "--cell-weight", type=float, default=1.0, help="weight of the per-cell losses (0: pooled tags only)"
+    )
 
 
 def _run_pretrain_command(args: argparse.Namespace) -> None:
@@ -220,7 +223,7 @@ def _run_pretrain_command(args: argparse.Namespace) -> None:
 
     config = TaggingConfig(
         data=args.data, out=args.out, preset=args.preset, image_size=args.image_size, steps=args.steps,
-        batch_size=args.batch_size, learning_rate=args.learning_rate,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, cell_weight=args.cell_weight,
     )  # fmt: skip
     result = pretrain_tagging(config)
     print(f"vision tower written to {result.checkpoint} ({len(result.tags)} tags); use it with "

@@ -125,8 +125,14 @@ def test_cap_queries_spreads_the_kept_queries_evenly() -> None:
     assert len(cap_queries(_questions(3), 4).queries["<VQA>"]) == 3
     assert cap_queries(_questions(3), None).queries["<VQA>"] == _questions(3).queries["<VQA>"]
     assert cap_queries(_questions(10), 4).positions == _questions(10).positions
+    # A task's own cap wins over the common one, evenly spread the same way.
+    assert len(cap_queries(_questions(10), 2, task_caps={"<VQA>": 5}).queries["<VQA>"]) == 5
+    others = cap_queries(_questions(10), 2, task_caps={"<OD>": 5}).queries["<VQA>"]
+    assert [query.image_id for query in others] == ["image-0", "image-5"]
     with pytest.raises(InputError, match="positive integer"):
         cap_queries(_questions(3), 0)
+    with pytest.raises(InputError, match="<VQA> must be a positive integer"):
+        cap_queries(_questions(3), 2, task_caps={"<VQA>": 0})
 
 
 @pytest.fixture(scope="module")

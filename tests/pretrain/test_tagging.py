@@ -12,20 +12,57 @@ import omnivis
 from omnivis.data.build import make_world_dataset
 from omnivis.errors import ConfigError
 from omnivis.pretrain import TaggingConfig, pretrain_tagging, record_tags, tag_vocabulary
-from omnivis.pretrain.tagging import read_tags
+from omnivis.pretrain.tagging import TaggingTargets, cell_targets, read_tags, tagging_loss
 from omnivis.train.config import ModelSettings
 from omnivis.train.model_setup import build_predictor, load_vision_tower
 from omnivis.world import VARIANTS, generate_record
 
 
-def test_tags_are_categories_caption_words_and_text() -> None:
+def test_tags_are_categories_pairs_caption_words_and_text() -> None:
     record = generate_record(index=0, seed=2, config=VARIANTS["default"])  # the scene of world-default-2-0
     assert record_tags(record) == {
         "category:circle", "category:hexagon", "category:rectangle", "category:text",
+        # the shapes' phrases: "large dotted orange hexagon", "small green circle", "medium blue hexagon",
+        # "small dotted brown circle", "medium red rectangle"; the texts' ('word "mango"') give no pair
+        "pair:orange hexagon", "pair:green circle", "pair:blue hexagon", "pair:brown circle",
+        "pair:red rectangle",
         "word:two", "word:circles", "word:hexagons", "word:a", "word:rectangle", "word:the", "word:word",
         "word:mango", "word:and", "word:river", "word:on", "word:pale", "word:green", "word:background",
         "word:with", "word:faint", "word:waves", "has:text",
     }  # fmt: skip
+
+
+def test_cell_targets_by_hand() -> None:
+    """On a 4x4 grid of the 256 px scene: each region in the cell of its centre, the cell's largest box."""
+    record = generate_record(index=0, seed=2, config=VARIANTS["default"])
+    index = {"category:hexagon": 0, "category:circle": 1, "pair:brown circle": 2, "category:text": 3}
+    tags, objectness, boxes = cell_targets(record, (4, 4), index)
+    # Centres (x, y): orange hexagon (118.7, 84.9) -> row 1 col 1; green circle (62.6, 37.8) -> row 0 col 0;
+    # blue hexagon (35.1, 224.1) -> row 3 col 0; brown circle (101.2, 112.2) -> row 1 col 1;
+    # red rectangle (174.0, 221.9) -> row 3 col 2; "mango" (198.3, 144.4) -> row 2 col 3;
+    # "river" (101.0, 183.0) -> row 2 col 1.
+    assert objectness.nonzero().flatten().tolist() == [0, 5, 9, 11, 12, 14]
+    assert tags[5].tolist() == [1.0, 1.0, 1.0, 0.0]  # the hexagon and the brown circle share cell (1, 1)
+    assert tags[0].tolist() == [0.0, 1.0, 0.0, 0.0] and tags[11].tolist() == [0.0, 0.0, 0.0, 1.0]
+    assert tags[14].sum() == 0  # the rectangle's tags are not in this vocabulary
+    # Cell (1, 1)'s box is the hexagon's (68.9 x 63.3 px, larger than the circle's 30.1 x 30.1).
+    x, y = (84.25 + 153.125) / 2 / 64, (53.25 + 116.5625) / 2 / 64
+    expected = [x - 1, y - 1, (68.875 / 256) ** 0.5, (63.3125 / 256) ** 0.5]
+    assert boxes[5].tolist() == pytest.approx(expected)
+    assert boxes[1].tolist() == [0.0] * 4
+
+
+def test_the_loss_counts_boxes_only_where_an_object_is() -> None:
+    targets = TaggingTargets(
+        tags=torch.tensor([[1.0, 0.0]]), cell_tags=torch.zeros(1, 2, 2), objectness=torch.tensor([[1.0, 0.0]]),
+        boxes=torch.tensor([[[0.5, 0.5, 0.2, 0.2], [9.0, 9.0, 9.0, 9.0]]]),
+    )  # fmt: skip
+    pooled = torch.zeros(1, 2)
+    cells = torch.zeros(1, 2, 2 + 5)
+    log2 = torch.log(torch.tensor(2.0)).item()
+    # BCE of logit 0 is log 2 everywhere; the box L1 is the mean of |0 - target| over the one object cell.
+    expected = log2 + 0.5 * (log2 + log2 + (0.5 + 0.5 + 0.2 + 0.2) / 4)
+    assert tagging_loss(pooled, cells, targets, cell_weight=0.5).item() == pytest.approx(expected)
 
 
 def test_the_vocabulary_keeps_the_most_frequent_informative_tags() -> None:

@@ -81,11 +81,13 @@ def test_wrong_fields_and_types_name_the_field(values: dict, message: str) -> No
         ("precision=float8", "precision must be one of"),
         ("optim.schedule=exponential", "optim.schedule must be one of"),
         ("data.examples_per_image=0", "data.examples_per_image must be >= 1"),
+        (["model.init=/some/checkpoint", "model.ordinal_locations=true"], "needs model.init=scratch"),
     ],
 )
-def test_out_of_range_values_are_refused(override: str, message: str) -> None:
+def test_out_of_range_values_are_refused(override: str | list[str], message: str) -> None:
+    overrides = [override] if isinstance(override, str) else override
     with pytest.raises(ConfigError, match=message):
-        apply_overrides(TrainConfig(), ["data.train=x", override])
+        apply_overrides(TrainConfig(), ["data.train=x", *overrides])
 
 
 def test_several_problems_are_reported_together() -> None:
@@ -97,7 +99,7 @@ def test_several_problems_are_reported_together() -> None:
 @pytest.mark.parametrize("override", ["steps", "=3", "nosuch.field=1", "optim.nosuch=1", "steps.value=3"])
 def test_malformed_or_unknown_overrides_are_refused(override: str) -> None:
     with pytest.raises(ConfigError):
-        apply_overrides(TrainConfig(), ["data.train=x", override])
+        apply_overrides(TrainConfig(), ["data.train=x", *override.split()])
 
 
 def test_a_missing_dataset_is_refused() -> None:

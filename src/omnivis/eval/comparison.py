@@ -114,18 +114,24 @@ def compare(
     return rows
 
 
-def cap_queries(collected: TaskQueries, per_task: int | None) -> TaskQueries:
+def cap_queries(
+    collected: TaskQueries, per_task: int | None, *, task_caps: Mapping[str, int] | None = None
+) -> TaskQueries:
     """At most `per_task` queries of each task (all when None), evenly spaced in query order, so spread over
-    the images; each record's position and size are kept."""
-    if per_task is None:
-        return collected
-    if isinstance(per_task, bool) or not isinstance(per_task, int) or per_task < 1:
-        raise InputError(f"per_task must be a positive integer or None, got {per_task!r}")
+    the images; `task_caps` gives some tasks their own cap. Each record's position and size are kept."""
+    caps = dict(task_caps or {})
+    for name, value in [("per_task", per_task), *caps.items()]:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InputError(f"{name} must be a positive integer or None, got {value!r}")
     kept = {}
     for task, task_queries in collected.queries.items():
+        cap = caps.get(task, per_task)
         count = len(task_queries)
-        step = max(count / per_task, 1.0)
-        kept[task] = [task_queries[int(number * step)] for number in range(min(count, per_task))]
+        if cap is None:
+            kept[task] = list(task_queries)
+            continue
+        step = max(count / cap, 1.0)
+        kept[task] = [task_queries[int(number * step)] for number in range(min(count, cap))]
     return TaskQueries(kept, dict(collected.positions), dict(collected.sizes))
 
 

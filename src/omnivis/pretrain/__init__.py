@@ -1,7 +1,8 @@
 """Pre-training the vision encoder before the sequence-to-sequence model reads it.
 
-`tagging`: supervised image tagging (region categories and caption words, multi-label) of the vision tower,
-whose checkpoint `omnivis train ... model.vision_init=<it>` starts from.
+`tagging`: supervised tagging of the vision tower — the image's region categories, colour-and-shape pairs
+and caption words (multi-label), and per cell of its last feature map the tags and box of the objects
+centred there — whose checkpoint `omnivis train ... model.vision_init=<it>` starts from.
 """
 
 from omnivis.pretrain.tagging import (

@@ -47,6 +47,8 @@ class ModelSettings:
     # from the checkpoint's interpolates the projector's position table: the high-resolution stage)
     dropout: float = -1.0  # the text model's dropout and attention dropout; -1 keeps the preset's
     freeze: tuple[str, ...] = ()  # names of FREEZABLE; frozen parameters get requires_grad=False
+    ordinal_locations: bool = False  # from scratch: the 1,000 location tokens' embeddings (tied to the LM
+    # head) start as sinusoids of their bin, so neighbouring bins start alike instead of unrelated
     grad_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more time
     lora_rank: int = 0  # > 0 trains LoRA adapters (peft) of this rank instead of the full weights
     lora_alpha: float = 16.0
@@ -265,6 +267,10 @@ def _check_model(config: TrainConfig, need: _Need) -> None:
     for name in model.freeze:
         need(name in FREEZABLE, f"model.freeze: {name!r} is not one of {', '.join(FREEZABLE)}")
     need(bool(model.init), 'model.init must be "scratch" or a checkpoint directory (--init)')
+    need(
+        not model.ordinal_locations or model.init == "scratch",
+        "model.ordinal_locations shapes a model's initial weights: it needs model.init=scratch",
+    )
     need(model.lora_rank >= 0, f"model.lora_rank must be >= 0, got {model.lora_rank}")
     need(model.lora_alpha > 0, f"model.lora_alpha must be > 0, got {model.lora_alpha}")
     need(

@@ -21,6 +21,7 @@ from omnivis.model import checkpoint
 from omnivis.model.florence import Florence2, FlorenceConfig
 from omnivis.model.presets import preset_config
 from omnivis.predictor import ImageProcessing, Predictor
+from omnivis.tasks.locations import NUM_BINS
 from omnivis.train.config import FREEZABLE, ModelSettings
 
 VISION_PREFIX = "vision_tower."
@@ -39,6 +40,8 @@ def build_predictor(settings: ModelSettings, seed: int) -> Predictor:
         with torch.random.fork_rng(devices=[]):  # the weights depend on the seed alone, not on earlier draws
             torch.manual_seed(seed)
             model = Florence2(_adjusted(config, settings))
+        if settings.ordinal_locations:
+            order_location_embeddings(model, [tokenizer.location_token_id(k) for k in range(NUM_BINS)])
         processing = ImageProcessing(size=model.config.image_size)
         predictor = Predictor(model, tokenizer, florence_generation_defaults(tokenizer), processing)
     else:
@@ -54,6 +57,24 @@ def build_predictor(settings: ModelSettings, seed: int) -> Predictor:
     if settings.grad_checkpointing:
         predictor.model.set_grad_checkpointing(True)
     return predictor
+
+
+def order_location_embeddings(model: Florence2, location_ids: list[int]) -> None:
+    """Sets the embedding rows of the location tokens (bins 0..N-1, in order) to sinusoids of the bin.
+
+    The transformer's position code over the bin index, scaled to the rows' initial spread (std 0.02):
+    bins a few apart start nearly alike, so what a gradient teaches about one bin carries to its
+    neighbours. The table is tied to the LM head, so a location's logit starts as a smooth function of the
+    bin too. Random rows, by contrast, are 1,000 unrelated classes, each learnt only when it is the target.
+    """
+    weight = model.language_model.shared.weight  # (V, D), also the LM head's
+    dimension = weight.shape[1]
+    bins = torch.arange(len(location_ids), dtype=torch.float32)[:, None]  # (N, 1)
+    frequencies = 10000.0 ** (-torch.arange(0, dimension, 2, dtype=torch.float32) / dimension)  # (D/2,)
+    angles = bins * frequencies  # (N, D/2)
+    code = torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)[:, :dimension]  # (N, D) interleaved
+    with torch.no_grad():
+        weight[torch.tensor(location_ids)] = (code * (0.02 * 2**0.5)).to(weight.dtype)  # RMS 0.02, as init
 
 
 def _adjusted(config: FlorenceConfig, settings: ModelSettings) -> FlorenceConfig:
