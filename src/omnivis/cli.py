@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", help="checkpoint directory or preset (default: the committed models/omnivis-tiny-world)"
     )
     demo_model.add_argument(
-        "--train", action="store_true", help="train a tiny model from scratch on the CPU first (~10 min on 2 cores, 15 at most)"
+        "--train",
+        action="store_true",
+        help="train a tiny model from scratch on the CPU first (~10 min on 2 cores, 15 at most)",
     )
     demo.add_argument(
         "--train-minutes", type=float, help="training time limit (default: what the 15-minute budget leaves)"
