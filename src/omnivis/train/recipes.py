@@ -45,7 +45,7 @@ def tiny_world_cpu() -> TrainConfig:
     ~40 min (measured 2026-12-03 on a shared 2-core machine); `--resume` continues exactly.
     Expected result: brief-caption CIDEr 1.00, VQA 0.42, region proposals AP50 0.09 on a fresh split. The
     committed checkpoint continues it for 2,000 steps with the tower training at 3e-5 (overrides in
-    models/README.md): `image_reliance` 0.36 -> 1.18, region proposals AP50 0.53, phrase grounding 0.27.
+    models/README.md): `image_reliance` 0.38 -> 1.18, region proposals AP50 0.53, phrase grounding 0.27.
     """
     return TrainConfig(
         model=ModelSettings(
