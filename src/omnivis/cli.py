@@ -218,10 +218,20 @@ def _add_pretrain_command(pretrain: argparse.ArgumentParser) -> None:
     tagging.add_argument(
         "--cell-weight", type=float, default=1.0, help="weight of the per-cell losses (0: pooled tags only)"
     )
+    probe = methods.add_parser("probe", help="linear-probe a model's vision tower on a world split")
+    probe.add_argument("--model", required=True, help="checkpoint directory or preset name")
+    probe.add_argument("--data", required=True, help="a world dataset directory")
+    probe.add_argument("--records", type=int, default=2000, help="records used (4/5 fit, 1/5 score)")
 
 
 def _run_pretrain_command(args: argparse.Namespace) -> None:
     from omnivis.pretrain import TaggingConfig, pretrain_tagging
+
+    if args.method == "probe":
+        from omnivis.eval.probe import format_probe_table, probe_checkpoint
+
+        print(format_probe_table(probe_checkpoint(args.model, args.data, args.records)))
+        return
 
     config = TaggingConfig(
         data=args.data, out=args.out, preset=args.preset, image_size=args.image_size, steps=args.steps,

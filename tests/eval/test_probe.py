@@ -1,0 +1,108 @@
+"""Linear probes of a vision tower: the labels read off world records, the fit on known features, the errors,
+and the whole probe on a small world split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from omnivis.data.build import make_world_dataset
+from omnivis.errors import InputError
+from omnivis.eval.probe import (
+    PROBE_TARGETS,
+    background_colour,
+    fit_probe,
+    format_probe_table,
+    largest_shape_category,
+    largest_shape_colour,
+    probe_checkpoint,
+    probe_tower,
+)
+from omnivis.train.config import ModelSettings
+from omnivis.train.model_setup import build_predictor
+from omnivis.world import VARIANTS, generate_record
+
+
+def test_labels_of_a_scene_read_by_hand() -> None:
+    # world-default-2-0: "Two circles, two hexagons, a rectangle, the word "mango" and the word "river" on a
+    # pale green background with faint waves."; its shapes' phrases and box areas (px^2): large dotted orange
+    # hexagon 4361 (the largest), small green circle 702, medium blue hexagon 2370, small dotted brown circle
+    # 908, medium red rectangle 1784; the texts ('word "mango"' 2760) are not shapes.
+    record = generate_record(index=0, seed=2, config=VARIANTS["default"])
+    assert background_colour(record) == "pale green"
+    assert largest_shape_category(record) == "hexagon"
+    assert largest_shape_colour(record) == "orange"
+
+
+def test_background_of_gradients_and_textures_is_the_first_colour() -> None:
+    records = [generate_record(index=index, seed=1, config=VARIANTS["default"]) for index in range(60)]
+    colours = {background_colour(record) for record in records}
+    assert None not in colours
+    for record in records:  # every brief caption names its background's first colour right after "on a"
+        brief = record.caption("brief")
+        assert f"on a {background_colour(record)}" in brief or f"mottled {background_colour(record)}" in brief
+    assert all(" to " not in colour and "mottled" not in colour for colour in colours)  # type: ignore[operator]
+
+
+def test_a_separable_feature_is_found_and_chance_is_the_majority_share() -> None:
+    generator = np.random.default_rng(0)
+    labels = ["red", "green", "blue", "red"] * 25  # the held-out fifth: 20 rows, red 10 of them
+    signal = np.array([{"red": 0.0, "green": 5.0, "blue": -5.0}[label] for label in labels])
+    features = np.column_stack([signal, generator.normal(size=(100, 3))])
+    result = fit_probe(features, labels, "colour")
+    assert (result.accuracy, result.majority, result.classes) == (1.0, 0.5, 3)
+    assert (result.train_records, result.test_records) == (80, 20)
+
+
+def test_noise_features_score_near_chance() -> None:
+    generator = np.random.default_rng(1)
+    labels = [str(value) for value in generator.integers(0, 2, size=400)]
+    result = fit_probe(generator.normal(size=(400, 8)), labels)
+    assert abs(result.accuracy - 0.5) < 0.15
+
+
+def test_bad_probe_inputs_say_what_is_wrong() -> None:
+    with pytest.raises(InputError, match="needs two classes"):
+        fit_probe(np.zeros((10, 2)), ["red"] * 10, "background")
+    with pytest.raises(InputError, match="3 feature rows but 2 labels"):
+        fit_probe(np.zeros((3, 2)), ["a", "b"])
+    with pytest.raises(InputError, match="unknown probe target"):
+        probe_tower(torch.nn.Identity(), [], (64, 64), (0, 0, 0), (1, 1, 1), targets=["shininess"])  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="at least 10 records"):
+        probe_checkpoint("tiny", "nowhere", records=3)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("probe") / "data"
+    make_world_dataset(directory, 60, seed=4, variant="default", workers=1, progress=False)
+    return directory
+
+
+def test_the_probe_of_a_checkpoint_covers_every_target(world: Path, tmp_path: Path) -> None:
+    predictor = build_predictor(ModelSettings(preset="tiny", image_size=64), seed=0)
+    from omnivis.loading import save
+
+    save(predictor, tmp_path / "model")
+    results = probe_checkpoint(tmp_path / "model", world, records=60)
+    assert [result.target for result in results] == list(PROBE_TARGETS)
+    for result in results:
+        assert (result.train_records, result.test_records) == (48, 12)
+        assert 0.0 <= result.accuracy <= 1.0 and 1 / result.classes <= result.majority <= 1.0
+    table = format_probe_table(results)
+    assert table.splitlines()[0].split() == ["target", "accuracy", "majority", "classes"]
+    assert len(table.splitlines()) == 1 + len(PROBE_TARGETS)
+
+
+def test_the_command_prints_the_table(world: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from omnivis.cli import main
+    from omnivis.loading import save
+
+    save(build_predictor(ModelSettings(preset="tiny", image_size=64), seed=0), tmp_path / "model")
+    assert main(["pretrain", "probe", "--model", str(tmp_path / "model"), "--data", str(world),
+                 "--records", "20"]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[0] == "target" and [line.split()[0] for line in lines[1:]] == list(PROBE_TARGETS)
