@@ -214,7 +214,7 @@ def _add_pretrain_command(pretrain: argparse.ArgumentParser) -> None:
     tagging.add_argument("--image-size", type=int, default=128)
     tagging.add_argument("--steps", type=int, default=1000)
     tagging.add_argument("--batch-size", type=int, default=64)
-    tagging.add_argument("--learning-rate", type=float, default=1e-3)
+    tagging.add_argument("--learning-rate", type=float, help="default: TaggingConfig's (3e-4)")
     tagging.add_argument(
         "--cell-weight", type=float, default=1.0, help="weight of the per-cell losses (0: pooled tags only)"
     )
@@ -233,9 +233,10 @@ def _run_pretrain_command(args: argparse.Namespace) -> None:
         print(format_probe_table(probe_checkpoint(args.model, args.data, args.records)))
         return
 
+    rate = {} if args.learning_rate is None else {"learning_rate": args.learning_rate}
     config = TaggingConfig(
         data=args.data, out=args.out, preset=args.preset, image_size=args.image_size, steps=args.steps,
-        batch_size=args.batch_size, learning_rate=args.learning_rate, cell_weight=args.cell_weight,
+        batch_size=args.batch_size, cell_weight=args.cell_weight, **rate,
     )  # fmt: skip
     result = pretrain_tagging(config)
     print(f"vision tower written to {result.checkpoint} ({len(result.tags)} tags); use it with "

@@ -44,7 +44,7 @@ def test_background_of_gradients_and_textures_is_the_first_colour() -> None:
     for record in records:  # every brief caption names its background's first colour right after "on a"
         brief = record.caption("brief")
         assert f"on a {background_colour(record)}" in brief or f"mottled {background_colour(record)}" in brief
-    assert all(" to " not in colour and "mottled" not in colour for colour in colours)  # type: ignore[operator]
+    assert all(" to " not in str(colour) and "mottled" not in str(colour) for colour in colours)
 
 
 def test_a_separable_feature_is_found_and_chance_is_the_majority_share() -> None:
@@ -70,7 +70,8 @@ def test_bad_probe_inputs_say_what_is_wrong() -> None:
     with pytest.raises(InputError, match="3 feature rows but 2 labels"):
         fit_probe(np.zeros((3, 2)), ["a", "b"])
     with pytest.raises(InputError, match="unknown probe target"):
-        probe_tower(torch.nn.Identity(), [], (64, 64), (0, 0, 0), (1, 1, 1), targets=["shininess"])  # type: ignore[arg-type]
+        tower = torch.nn.Identity()
+        probe_tower(tower, [], (64, 64), (0, 0, 0), (1, 1, 1), ["shininess"])  # type: ignore[arg-type]
     with pytest.raises(InputError, match="at least 10 records"):
         probe_checkpoint("tiny", "nowhere", records=3)
 

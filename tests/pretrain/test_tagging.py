@@ -3,6 +3,8 @@ checkpoint the training loop's `model.vision_init` reads."""
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import pytest
@@ -11,8 +13,17 @@ import torch
 import omnivis
 from omnivis.data.build import make_world_dataset
 from omnivis.errors import ConfigError
+from omnivis.model.florence import IGNORE_INDEX
 from omnivis.pretrain import TaggingConfig, pretrain_tagging, record_tags, tag_vocabulary
-from omnivis.pretrain.tagging import TaggingTargets, cell_targets, read_tags, tagging_loss
+from omnivis.pretrain.tagging import (
+    Classes,
+    TaggingOutputs,
+    TaggingTargets,
+    cell_targets,
+    class_vocabulary,
+    read_tags,
+    tagging_loss,
+)
 from omnivis.train.config import ModelSettings
 from omnivis.train.model_setup import build_predictor, load_vision_tower
 from omnivis.world import VARIANTS, generate_record
@@ -33,36 +44,57 @@ def test_tags_are_categories_pairs_caption_words_and_text() -> None:
 
 
 def test_cell_targets_by_hand() -> None:
-    """On a 4x4 grid of the 256 px scene: each region in the cell of its centre, the cell's largest box."""
+    """On a 4x4 grid of the 256 px scene: each region in the cell of its centre, the cell's largest one's
+    category, colour and box."""
     record = generate_record(index=0, seed=2, config=VARIANTS["default"])
-    index = {"category:hexagon": 0, "category:circle": 1, "pair:brown circle": 2, "category:text": 3}
-    tags, objectness, boxes = cell_targets(record, (4, 4), index)
+    classes = Classes(categories=("circle", "hexagon", "text"), colours=("brown", "orange"), backgrounds=())
+    categories, colours, objectness, boxes = cell_targets(record, (4, 4), classes)
     # Centres (x, y): orange hexagon (118.7, 84.9) -> row 1 col 1; green circle (62.6, 37.8) -> row 0 col 0;
     # blue hexagon (35.1, 224.1) -> row 3 col 0; brown circle (101.2, 112.2) -> row 1 col 1;
     # red rectangle (174.0, 221.9) -> row 3 col 2; "mango" (198.3, 144.4) -> row 2 col 3;
     # "river" (101.0, 183.0) -> row 2 col 1.
     assert objectness.nonzero().flatten().tolist() == [0, 5, 9, 11, 12, 14]
-    assert tags[5].tolist() == [1.0, 1.0, 1.0, 0.0]  # the hexagon and the brown circle share cell (1, 1)
-    assert tags[0].tolist() == [0.0, 1.0, 0.0, 0.0] and tags[11].tolist() == [0.0, 0.0, 0.0, 1.0]
-    assert tags[14].sum() == 0  # the rectangle's tags are not in this vocabulary
-    # Cell (1, 1)'s box is the hexagon's (68.9 x 63.3 px, larger than the circle's 30.1 x 30.1).
+    none_category, none_colour = 3, 2
+    # Cell (1, 1) holds the hexagon (68.9 x 63.3 px) and the smaller brown circle: the hexagon's targets.
+    assert (categories[5].item(), colours[5].item()) == (1, 1)
+    assert (categories[0].item(), colours[0].item()) == (0, none_colour)  # green: not among these colours
+    assert (categories[11].item(), colours[11].item()) == (2, none_colour)  # a text has no shape colour
+    assert (categories[14].item(), colours[14].item()) == (none_category, none_colour)  # rectangle: unknown
+    assert (categories[1].item(), colours[1].item()) == (none_category, none_colour)  # an empty cell
     x, y = (84.25 + 153.125) / 2 / 64, (53.25 + 116.5625) / 2 / 64
     expected = [x - 1, y - 1, (68.875 / 256) ** 0.5, (63.3125 / 256) ** 0.5]
     assert boxes[5].tolist() == pytest.approx(expected)
     assert boxes[1].tolist() == [0.0] * 4
 
 
-def test_the_loss_counts_boxes_only_where_an_object_is() -> None:
+def test_the_loss_by_hand() -> None:
+    """Zero logits: each BCE is log 2, each softmax CE log(classes); the box counts on object cells only."""
     targets = TaggingTargets(
-        tags=torch.tensor([[1.0, 0.0]]), cell_tags=torch.zeros(1, 2, 2), objectness=torch.tensor([[1.0, 0.0]]),
+        tags=torch.tensor([[1.0, 0.0]]), backgrounds=torch.tensor([2]),
+        cell_categories=torch.tensor([[0, 1]]), cell_colours=torch.tensor([[3, 1]]),
+        objectness=torch.tensor([[1.0, 0.0]]),
         boxes=torch.tensor([[[0.5, 0.5, 0.2, 0.2], [9.0, 9.0, 9.0, 9.0]]]),
     )  # fmt: skip
-    pooled = torch.zeros(1, 2)
-    cells = torch.zeros(1, 2, 2 + 5)
-    log2 = torch.log(torch.tensor(2.0)).item()
-    # BCE of logit 0 is log 2 everywhere; the box L1 is the mean of |0 - target| over the one object cell.
-    expected = log2 + 0.5 * (log2 + log2 + (0.5 + 0.5 + 0.2 + 0.2) / 4)
-    assert tagging_loss(pooled, cells, targets, cell_weight=0.5).item() == pytest.approx(expected)
+    outputs = TaggingOutputs(
+        tags=torch.zeros(1, 2), backgrounds=torch.zeros(1, 3), cell_categories=torch.zeros(1, 2, 2),
+        cell_colours=torch.zeros(1, 2, 4), objectness=torch.zeros(1, 2), boxes=torch.zeros(1, 2, 4),
+    )  # fmt: skip
+    log = math.log
+    cells = log(2) + log(4) + log(2) + (0.5 + 0.5 + 0.2 + 0.2) / 4
+    assert tagging_loss(outputs, targets, cell_weight=0.5).item() == pytest.approx(
+        log(2) + log(3) + 0.5 * cells
+    )
+    # A record naming no background leaves that term out.
+    targets.backgrounds = torch.tensor([IGNORE_INDEX])
+    assert tagging_loss(outputs, targets, cell_weight=0.5).item() == pytest.approx(log(2) + 0.5 * cells)
+
+
+def test_classes_are_read_from_the_records() -> None:
+    records = [generate_record(index=index, seed=3, config=VARIANTS["default"]) for index in range(40)]
+    classes = class_vocabulary(records)
+    assert "text" in classes.categories and "star" in classes.categories
+    assert {"red", "blue"} <= set(classes.colours) and "text" not in classes.colours
+    assert "pale green" in classes.backgrounds and list(classes.backgrounds) == sorted(classes.backgrounds)
 
 
 def test_the_vocabulary_keeps_the_most_frequent_informative_tags() -> None:
@@ -86,6 +118,8 @@ def test_a_short_run_learns_and_its_tower_starts_training(easy_world: Path, tmp_
     result = pretrain_tagging(config, progress=False)
     assert sum(result.losses[-5:]) / 5 < 0.7 * sum(result.losses[:5]) / 5
     assert read_tags(tmp_path / "run") == result.tags
+    classes = json.loads((tmp_path / "run" / "classes.json").read_text())
+    assert classes["categories"] and classes["colours"] and classes["backgrounds"]
     trained = omnivis.load(result.checkpoint).model.vision_tower.state_dict()
     fresh = build_predictor(ModelSettings(preset="tiny", image_size=64), seed=0).model
     assert any(
@@ -98,3 +132,5 @@ def test_a_short_run_learns_and_its_tower_starts_training(easy_world: Path, tmp_
 def test_bad_configs_are_named() -> None:
     with pytest.raises(ConfigError, match=r"steps must be >= 1, got 0; learning_rate must be > 0, got 0"):
         TaggingConfig(data="d", out="o", steps=0, learning_rate=0, warmup_steps=0)
+    with pytest.raises(ConfigError, match=r"max_grad_norm must be > 0, got -1"):
+        TaggingConfig(data="d", out="o", max_grad_norm=-1)

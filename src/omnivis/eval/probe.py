@@ -139,8 +139,8 @@ def fit_probe(features: np.ndarray, labels: Sequence[str], target: str = "") -> 
     train_labels, test_labels = list(labels[:split]), list(labels[split:])
     if len(set(train_labels)) < 2 or not test_labels:
         raise InputError(
-            f"probe {target!r}: needs two classes to fit and records left to score; got {len(labels)} records "
-            f"({len(set(train_labels))} classes among the first {split})"
+            f"probe {target!r}: needs two classes to fit and records left to score; got {len(labels)} "
+            f"records ({len(set(train_labels))} classes among the first {split})"
         )
     scaler = StandardScaler().fit(features[:split])
     probe = LogisticRegression(C=PROBE_REGULARIZATION, max_iter=2000)

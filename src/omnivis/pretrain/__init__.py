@@ -1,8 +1,9 @@
 """Pre-training the vision encoder before the sequence-to-sequence model reads it.
 
 `tagging`: supervised tagging of the vision tower — the image's region categories, colour-and-shape pairs
-and caption words (multi-label), and per cell of its last feature map the tags and box of the objects
-centred there — whose checkpoint `omnivis train ... model.vision_init=<it>` starts from.
+and caption words (multi-label) and its background colour, and per cell of its last feature map the
+category, colour and box of the largest object centred there — whose checkpoint `omnivis train ...
+model.vision_init=<it>` starts from. `omnivis.eval.probe` measures what a tower has learnt.
 """
 
 from omnivis.pretrain.tagging import (

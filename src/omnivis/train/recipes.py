@@ -41,11 +41,13 @@ def tiny_world_cpu() -> TrainConfig:
     Inputs are 128 px (a 4x4 grid, 17 visual tokens); every image serves 4 tasks per step so the vision tower's
     cost is shared; location targets are smoothed over +-2 bins. The vision tower starts from the tagging run
     and stays frozen: trained from scratch through the text model it collapses (see `omnivis.pretrain`).
-    Expected time: the tagging run ~16 min; then ~1 s a step (2 x 8 images, 64 examples), 2,400 steps in
+    Expected time: the tagging run 16-24 min; then ~1 s a step (2 x 8 images, 64 examples), 2,400 steps in
     ~40 min (measured 2026-12-03 on a shared 2-core machine); `--resume` continues exactly.
     Expected result: brief-caption CIDEr 1.00, VQA 0.42, region proposals AP50 0.09 on a fresh split. The
     committed checkpoint continues it for 2,000 steps with the tower training at 3e-5 (overrides in
     models/README.md): `image_reliance` 0.38 -> 1.18, region proposals AP50 0.53, phrase grounding 0.27.
+    These figures are the tagging's first design's (multi-hot tags per cell, until 2026-12-04), whose tower
+    lost colours and shapes (`omnivis.eval.probe`); not yet re-measured with the current tagging.
     """
     return TrainConfig(
         model=ModelSettings(
