@@ -62,12 +62,21 @@ def background_colour(record: Record) -> str | None:
     return match.group(1) if match else None
 
 
+def shape_colour(region: Region) -> str | None:
+    """A shape's colour: the word before its category in its phrase ("large striped cyan rectangle": cyan).
+
+    A text's phrase quotes the text instead ('word "mango"'); a COCO region's phrase is its category alone:
+    neither names a colour.
+    """
+    words = region.phrase.split()
+    if region.category and region.category != "text" and len(words) >= 2 and words[-1] == region.category:
+        return words[-2]
+    return None
+
+
 def _largest_shape(record: Record) -> Region | None:
-    """The largest region that is a shape (its phrase ends with its category: "small red star")."""
-    shapes = [
-        region for region in record.regions
-        if region.category and region.category != "text" and region.phrase.split()[-1:] == [region.category]
-    ]  # fmt: skip
+    """The largest region that is a coloured shape ("small red star")."""
+    shapes = [region for region in record.regions if shape_colour(region) is not None]
     if not shapes:
         return None
     return max(shapes, key=lambda region: (region.box[2] - region.box[0]) * (region.box[3] - region.box[1]))
@@ -80,10 +89,9 @@ def largest_shape_category(record: Record) -> str | None:
 
 
 def largest_shape_colour(record: Record) -> str | None:
-    """The colour word of the image's largest shape (the word before its category); None without shapes."""
+    """The colour of the image's largest shape; None without shapes."""
     shape = _largest_shape(record)
-    words = shape.phrase.split() if shape else []
-    return words[-2] if len(words) >= 2 else None
+    return shape_colour(shape) if shape else None
 
 
 PROBE_TARGETS: dict[str, Callable[[Record], str | None]] = {

@@ -33,8 +33,8 @@ majority shares 0.16, 0.17, 0.11) measured, 2026-12-04:
 | this design, `omnivis pretrain tagging --steps 800` (23.5 min, loss 3.80 -> 2.16) | 0.87 | 0.15 | 0.37 |
 
 The background is learnt within a few hundred steps and the objects' colours follow; their category is not
-yet found in the pooled features after 800 steps. At 1e-3 a softmax on
-the background alone stayed at chance for 60 steps, hence 3e-4 with clipping.
+yet found in the pooled features after 800 steps. At 1e-3 a softmax on the background alone stayed at chance
+for 60 steps, hence 3e-4 with clipping.
 
     checkpoint = pretrain_tagging(TaggingConfig(data="data/world-train", out="runs/tagging"))
 """
@@ -59,7 +59,7 @@ from omnivis.data.dataset import open_dataset
 from omnivis.data.records import Record, Region
 from omnivis.data.transforms import preprocess
 from omnivis.errors import ConfigError, DatasetError
-from omnivis.eval.probe import background_colour
+from omnivis.eval.probe import background_colour, shape_colour
 from omnivis.images import load_image
 from omnivis.io import atomic_write_json
 from omnivis.loading import save
@@ -116,18 +116,6 @@ class TaggingResult:
     checkpoint: Path
     losses: list[float]  # every step's loss
     tags: list[str]
-
-
-def shape_colour(region: Region) -> str | None:
-    """A shape's colour: the word before its category in its phrase ("large striped cyan rectangle": cyan).
-
-    A text's phrase quotes the text instead ('word "mango"'); a COCO region's phrase is its category alone:
-    neither names a colour.
-    """
-    words = region.phrase.split()
-    if region.category and region.category != "text" and len(words) >= 2 and words[-1] == region.category:
-        return words[-2]
-    return None
 
 
 def region_tags(region: Region) -> set[str]:
