@@ -198,6 +198,13 @@ def test_a_mixture_the_data_cannot_give_is_refused(captions_only: Path, tmp_path
         train(config, progress=False)
 
 
+def test_a_missing_evaluation_set_stops_the_run_before_training(world_train: Path, tmp_path: Path) -> None:
+    config = _config(world_train, tmp_path / "run", f"data.eval={tmp_path / 'no-such-split'}", "eval_every=1")
+    with pytest.raises(DatasetError, match="no-such-split"):
+        train(config, progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()  # not one step was taken
+
+
 def test_the_cli_reports_bad_input_in_one_line(world_train: Path, tmp_path: Path, capsys) -> None:
     from omnivis.cli import main
 

@@ -23,6 +23,7 @@ import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 from torch.utils.data import DataLoader
 
+from omnivis.data.dataset import open_dataset
 from omnivis.errors import CheckpointError, ConfigError, TrainingError
 from omnivis.io import atomic_write_text
 from omnivis.model.checkpoint import SHARED, TIED_ALIASES, check_state, expected_tensors, untie
@@ -191,7 +192,11 @@ def _forward_backward(
 
 
 def build_stream(config: TrainConfig, predictor: Predictor) -> TrainingStream:
-    """The training stream over `data.train` with the resolved task mixture and target budget."""
+    """The training stream over `data.train` with the resolved task mixture and target budget.
+
+    Raises:
+        DatasetError: `data.train` or `data.eval` unreadable, or the mixture asking for tasks the data lacks.
+    """
     limit = predictor.model.config.text.max_position_embeddings
     budget = min(config.data.max_target_tokens or limit, limit)
     prompt_room = limit - predictor.model.config.num_image_tokens  # the encoder reads image tokens + prompt
@@ -202,6 +207,8 @@ def build_stream(config: TrainConfig, predictor: Predictor) -> TrainingStream:
         shuffle=config.data.shuffle, mean=predictor.image_processing.mean, std=predictor.image_processing.std,
     )  # fmt: skip
     stream.mixture = resolve_mixture(stream.dataset, config.data.mixture)
+    if config.data.eval:  # opened now: a missing one must stop the run before training, not after it
+        open_dataset(config.data.eval)
     return stream
 
 
