@@ -12,8 +12,10 @@ import torch
 from omnivis.data.build import make_world_dataset
 from omnivis.errors import InputError
 from omnivis.eval.probe import (
+    CELL_PROBE_TARGETS,
     PROBE_TARGETS,
     background_colour,
+    cell_shapes,
     fit_probe,
     format_probe_table,
     largest_shape_category,
@@ -35,6 +37,19 @@ def test_labels_of_a_scene_read_by_hand() -> None:
     assert background_colour(record) == "pale green"
     assert largest_shape_category(record) == "hexagon"
     assert largest_shape_colour(record) == "orange"
+
+
+def test_cells_hold_the_largest_shape_centred_in_them_read_by_hand() -> None:
+    # world-default-2-0 (256 px) box centres: orange hexagon (118.7, 84.9), green circle (62.6, 37.8), blue
+    # hexagon (35.1, 224.2), brown circle (101.3, 112.2), red rectangle (174.0, 221.9); texts are not shapes.
+    record = generate_record(index=0, seed=2, config=VARIANTS["default"])
+    phrases = [region.phrase if region else None for region in cell_shapes(record, (4, 4))]  # 64 px cells
+    assert {cell: phrase for cell, phrase in enumerate(phrases) if phrase} == {
+        0: "small green circle", 5: "large dotted orange hexagon",  # the brown circle shares cell 5, smaller
+        12: "medium blue hexagon", 14: "medium red rectangle",
+    }  # fmt: skip
+    halves = [region.phrase if region else None for region in cell_shapes(record, (2, 2))]  # 128 px cells
+    assert halves == ["large dotted orange hexagon", None, "medium blue hexagon", "medium red rectangle"]
 
 
 def test_background_of_gradients_and_textures_is_the_first_colour() -> None:
@@ -89,13 +104,16 @@ def test_the_probe_of_a_checkpoint_covers_every_target(world: Path, tmp_path: Pa
 
     save(predictor, tmp_path / "model")
     results = probe_checkpoint(tmp_path / "model", world, records=60)
-    assert [result.target for result in results] == list(PROBE_TARGETS)
+    assert [result.target for result in results] == [*PROBE_TARGETS, *CELL_PROBE_TARGETS]
     for result in results:
-        assert (result.train_records, result.test_records) == (48, 12)
+        if result.target in PROBE_TARGETS:
+            assert (result.train_records, result.test_records) == (48, 12)
+        else:  # cells: at 64 px the grid is 2 x 2, so 1 to 4 cells with a shape per record
+            assert 60 <= result.train_records + result.test_records <= 240
         assert 0.0 <= result.accuracy <= 1.0 and 1 / result.classes <= result.majority <= 1.0
     table = format_probe_table(results)
     assert table.splitlines()[0].split() == ["target", "accuracy", "majority", "classes"]
-    assert len(table.splitlines()) == 1 + len(PROBE_TARGETS)
+    assert len(table.splitlines()) == 1 + len(results)
 
 
 def test_the_command_prints_the_table(world: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -106,4 +124,5 @@ def test_the_command_prints_the_table(world: Path, tmp_path: Path, capsys: pytes
     assert main(["pretrain", "probe", "--model", str(tmp_path / "model"), "--data", str(world),
                  "--records", "20"]) == 0  # fmt: skip
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[0] == "target" and [line.split()[0] for line in lines[1:]] == list(PROBE_TARGETS)
+    assert lines[0].split()[0] == "target"
+    assert [line.split()[0] for line in lines[1:]] == [*PROBE_TARGETS, *CELL_PROBE_TARGETS]
