@@ -139,8 +139,9 @@ def demo_cpu() -> TrainConfig:
     training answer): with the tower committed until 2026-12-04, brief-caption CIDEr 1.20 vs the baseline's
     0.52, detection AP50 0.015 vs 0, VQA 0.398 vs 0.412, 8 of 16 tasks beaten. With the committed tower
     (2026-12-04): CIDEr 2.54 vs 0.52, AP50 0.008 vs 0, VQA 0.408 vs 0.412, 5 of 16 tasks. Captions and
-    detection beat the baseline, VQA does not. Ending the schedule inside the limit (600 steps, 649 s) did
-    worse: CIDEr 1.23, VQA 0.360.
+    detection beat the baseline, VQA does not. Two variants did worse: ending the schedule inside the limit
+    (600 steps, 649 s: CIDEr 1.23, VQA 0.360), and the tower's own 256 px (~1.45 s a step, ~480 steps in the
+    limit: CIDEr 1.54, AP50 0, VQA 0.384).
     """
     return TrainConfig(
         model=ModelSettings(preset="tiny", image_size=128, dropout=0.0, ordinal_locations=True),
