@@ -7,16 +7,19 @@ rounding. Only rank 0 writes.
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.nn.parallel import DistributedDataParallel
 
-from omnivis.train import RECIPES, apply_overrides, smoke
+from omnivis.train import RECIPES, apply_overrides, distributed, smoke
 from omnivis.train.monitor import read_events
 
 # The acceptance length; the default test run checks DDP over a few steps, the slow one both over 20.
@@ -85,3 +88,25 @@ def test_two_ranks_of_batch_b_match_one_process_of_batch_2b(strategy: str, singl
     single_run, expected = single
     losses = _launch(world_train, tmp_path / "run", processes=2, batch_size=2, strategy=strategy, steps=STEPS)
     _compare(tmp_path / "run", losses, single_run, expected, STEPS)
+
+
+def test_stop_frees_a_wrapped_model_left_in_a_reference_cycle() -> None:
+    # Freed only at interpreter shutdown, DDP's process group can abort a finished rank (gloo, SIGABRT).
+    torch.distributed.init_process_group("gloo", store=torch.distributed.HashStore(), rank=0, world_size=1)
+    collecting = gc.isenabled()
+    gc.disable()  # keep the cycle until `stop` collects it
+    try:
+        model = DistributedDataParallel(torch.nn.Linear(2, 2))
+        cycle: list[object] = [model]
+        cycle.append(cycle)
+        alive = weakref.ref(model)
+        del model, cycle
+        assert alive() is not None
+        distributed.stop(distributed.Runtime(rank=0, world_size=2, local_rank=0, device=torch.device("cpu")))
+        assert alive() is None
+        assert not torch.distributed.is_initialized()
+    finally:
+        if collecting:
+            gc.enable()
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

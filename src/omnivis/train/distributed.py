@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 import typing
 import warnings
@@ -76,7 +77,12 @@ def start(device: str) -> Runtime:
 
 
 def stop(runtime: Runtime) -> None:
+    """Releases the run's process group; call after the wrapped model has gone out of scope."""
     if runtime.distributed and dist.is_initialized():
+        # DDP's reducer, which holds the process group, sits in a reference cycle: collect it now, while the
+        # interpreter is whole. Left to the collector at interpreter shutdown, gloo's worker threads can abort
+        # the process ("terminate called without an active exception", SIGABRT) after a finished run.
+        gc.collect()
         dist.destroy_process_group()
 
 
