@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--train-minutes", type=float, help="training time limit (default: what the 15-minute budget leaves)"
     )
-    demo.add_argument("--scenes", type=int, default=16, help="scenes of the held-out world split")
+    demo.add_argument(
+        "--scenes", type=int, help="scenes of the held-out world split (default: 16, or 48 with --train)"
+    )
     demo.add_argument("--out", type=Path, default=Path("demo"), help="where the report and data go")
 
     _add_data_commands(commands.add_parser("data", help="make, import, export and inspect datasets"))

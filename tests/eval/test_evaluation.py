@@ -174,3 +174,31 @@ def test_a_dataset_directory_is_read_and_limited(world: list[Record], tmp_path: 
         "image id not in the dataset (or past --limit)": 2
     }
     assert limited.metrics["<OD>"]["AP"] == pytest.approx(1.0)
+
+
+def test_a_task_cap_shortens_that_tasks_answers_only(
+    world: list[Record], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from omnivis.eval.inference import predict_queries
+    from omnivis.loading import load
+
+    predictor = load("tiny")
+    asked_lengths: dict[str, set[int]] = {}
+    real_run_batch = predictor.run_batch
+
+    def recording_run_batch(pictures: list, task: str, texts: list, **options: object) -> list:
+        asked_lengths.setdefault(task, set()).add(int(options["max_new_tokens"]))  # type: ignore[call-overload]
+        return real_run_batch(pictures, task, texts, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(predictor, "run_batch", recording_run_batch)
+    collected = collect_queries(world[:1], ["<VQA>", "<CAPTION>"])
+    settings = DecodingSettings(
+        batch_size=64, num_beams=1, max_new_tokens=12, task_max_new_tokens={"<VQA>": 4}
+    )
+    answers = predict_queries(predictor, world[:1], collected, settings, progress=False)
+    assert asked_lengths == {"<VQA>": {4}, "<CAPTION>": {12}}
+    assert len(answers.predictions) == len(collected.queries["<VQA>"]) + 1
+    # A cap above max_new_tokens does not raise it.
+    assert DecodingSettings(max_new_tokens=8, task_max_new_tokens={"<OD>": 100}).answer_length("<OD>") == 8
+    with pytest.raises(InputError, match=r"task_max_new_tokens\['<VQA>'\] must be a positive integer, got 0"):
+        DecodingSettings(task_max_new_tokens={"<VQA>": 0}).validate()

@@ -36,17 +36,29 @@ class DecodingSettings:
         batch_size: Queries of one task run together.
         num_beams: Beam width; 3 as the official examples, 1 for greedy (faster).
         max_new_tokens: Longest answer; capped by the model's position table.
+        task_max_new_tokens: Task -> a tighter cap for that task's answers (e.g. a few words for VQA), so a
+            model that never ends an answer costs a bounded time; `max_new_tokens` still caps it.
     """
 
     batch_size: int = 16
     num_beams: int = 3
     max_new_tokens: int = 1024
+    task_max_new_tokens: dict[str, int] = field(default_factory=dict)
 
     def validate(self) -> None:
         for name in ("batch_size", "num_beams", "max_new_tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name} must be a positive integer, got {value!r}")
+            _check_positive(name, getattr(self, name))
+        for task, value in self.task_max_new_tokens.items():
+            _check_positive(f"task_max_new_tokens[{task!r}]", value)
+
+    def answer_length(self, task: str) -> int:
+        """The longest answer `task` may get."""
+        return min(self.max_new_tokens, self.task_max_new_tokens.get(task, self.max_new_tokens))
+
+
+def _check_positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
 
 
 @dataclass
@@ -130,7 +142,7 @@ def _answer(
     pictures = [picture for picture, _ in batch]
     texts = [query.input for _, query in batch]
     return predictor.run_batch(
-        pictures, task, texts, num_beams=settings.num_beams, max_new_tokens=settings.max_new_tokens,
+        pictures, task, texts, num_beams=settings.num_beams, max_new_tokens=settings.answer_length(task),
         return_scores=True,
     )  # fmt: skip
 
