@@ -77,6 +77,8 @@ def test_wrong_fields_and_types_name_the_field(values: dict, message: str) -> No
         ("model.preset=huge", "model.preset 'huge' is not one of"),
         ("model.freeze=vision,wheels", "model.freeze: 'wheels'"),
         ('data.mixture={"<DANCE>": 1}', "unknown task '<DANCE>'"),
+        ('optim.task_loss_weights={"<DANCE>": 2}', r"optim.task_loss_weights: unknown task '<DANCE>'"),
+        ('optim.task_loss_weights={"<VQA>": 0}', r"optim.task_loss_weights\['<VQA>'\] must be > 0, got 0"),
         ("model.image_size=100", "multiple of 32"),
         ("precision=float8", "precision must be one of"),
         ("optim.schedule=exponential", "optim.schedule must be one of"),

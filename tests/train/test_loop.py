@@ -148,7 +148,9 @@ def test_a_non_finite_loss_stops_before_any_update_and_keeps_the_last_good_check
         TrainingError, match=r"non-finite loss \(nan\) at step 3, on the batch of images .*step-00000002"
     ):
         # One length chunk: one loss call per step, so the third call is the third step's.
-        config = _config(world_train, run, "steps=4", "checkpoint_every=2", "batch_size=1", "data.length_chunks=1")
+        config = _config(
+            world_train, run, "steps=4", "checkpoint_every=2", "batch_size=1", "data.length_chunks=1"
+        )
         train(config, progress=False)
     assert latest_checkpoint(run) == run / "checkpoints" / "step-00000002"
     assert max(_losses(run)) == 2
@@ -242,3 +244,22 @@ def test_a_higher_input_size_from_a_checkpoint_keeps_the_weights_and_stretches_p
     torch.testing.assert_close(rows_after[1], rows_before[0] * 2 / 3 + rows_before[1] / 3)
     name = "language_model.encoder.layers.0.fc1.weight"
     assert torch.equal(after.model.state_dict()[name], before.state_dict()[name])
+
+
+def test_task_loss_weights_weigh_a_tasks_tokens(world_train: Path, tmp_path: Path) -> None:
+    # A weighted mean: the same weight on every task is no weight at all; one task weighted differently is not.
+    plain = train(_config(world_train, tmp_path / "plain", "steps=2"), progress=False).losses
+    weights = {task: 3.0 for task in RECIPES["tiny-world-cpu"]().data.mixture}
+    uniform = train(
+        _config(
+            world_train, tmp_path / "uniform", "steps=2", f"optim.task_loss_weights={json.dumps(weights)}"
+        ),
+        progress=False,
+    ).losses
+    assert uniform == pytest.approx(plain, rel=1e-5)
+    half = {task: 5.0 for task in list(weights)[::2]}
+    uneven = train(
+        _config(world_train, tmp_path / "uneven", "steps=2", f"optim.task_loss_weights={json.dumps(half)}"),
+        progress=False,
+    ).losses
+    assert uneven[0] != pytest.approx(plain[0], rel=1e-3)

@@ -98,3 +98,17 @@ def test_the_bundled_tokenizer_has_contiguous_location_ids() -> None:
     tokenizer = bundled_tokenizer()
     first = location_range(tokenizer)
     assert tokenizer.convert_ids_to_tokens([first, first + 999]) == ["<loc_0>", "<loc_999>"]
+
+
+def test_row_weights_scale_each_rows_tokens() -> None:
+    logits, labels = _batch(2)
+    settings = LossSettings(task_weights={"<VQA>": 4.0, "<OD>": 0.5})
+    weights = settings.row_weights(["<VQA>", "<CAPTION>", "<OD>"])
+    assert weights is not None and weights.tolist() == [4.0, 1.0, 0.5]
+    assert LossSettings().row_weights(["<VQA>"]) is None
+    rows = [
+        F.cross_entropy(logits[row], labels[row], ignore_index=IGNORE_INDEX, reduction="sum")
+        for row in range(3)
+    ]
+    expected = 4.0 * rows[0] + 1.0 * rows[1] + 0.5 * rows[2]
+    assert torch.allclose(summed_token_loss(logits, labels, settings, weights), expected, rtol=1e-6)

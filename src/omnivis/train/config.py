@@ -87,6 +87,8 @@ class OptimSettings:
     location_smoothing: float = 0.0  # share of a location token's target spread over neighbouring bins:
     # a box off by one bin is nearly right, and the loss should say so
     location_smoothing_radius: int = 2  # bins on each side that share location_smoothing
+    task_loss_weights: dict[str, float] = field(default_factory=dict)  # task -> weight of its target tokens
+    # in the loss (else 1): a VQA answer is a token or two, so by the token its task barely moves the gradient
 
 
 @dataclass
@@ -294,6 +296,8 @@ def _check_data(data: DataSettings, need: _Need) -> None:
 
 
 def _check_optim(optim: OptimSettings, need: _Need) -> None:
+    from omnivis.tasks import TASKS
+
     need(optim.learning_rate > 0, f"optim.learning_rate must be > 0, got {optim.learning_rate}")
     need(
         optim.vision_learning_rate >= 0,
@@ -318,6 +322,9 @@ def _check_optim(optim: OptimSettings, need: _Need) -> None:
         f"optim.location_smoothing must be in [0, 1), got {optim.location_smoothing}",
     )
     need(optim.location_smoothing_radius >= 1, "optim.location_smoothing_radius must be >= 1")
+    for task, weight in optim.task_loss_weights.items():
+        need(task in TASKS, f"optim.task_loss_weights: unknown task {task!r}; known: {', '.join(TASKS)}")
+        need(weight > 0, f"optim.task_loss_weights[{task!r}] must be > 0, got {weight}")
 
 
 def _check_loop(config: TrainConfig, need: _Need) -> None:

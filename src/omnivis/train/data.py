@@ -83,6 +83,7 @@ class Batch:
         default_factory=list
     )  # the rows again, grouped by length (see `chunk_rows`)
     chunk_labels: list[torch.Tensor] = field(default_factory=list)  # (rows, target tokens) per chunk
+    chunk_rows: list[torch.Tensor] = field(default_factory=list)  # (rows,) each chunk's rows of `labels`
 
     @property
     def target_tokens(self) -> int:
@@ -103,7 +104,8 @@ class Batch:
         return Batch(**moved, tasks=self.tasks, image_ids=self.image_ids, positions=self.positions,
                      truncated=self.truncated, task_counts=self.task_counts, unwritable=self.unwritable,
                      chunks=[chunk.to(device) for chunk in self.chunks],
-                     chunk_labels=[labels.to(device, non_blocking=True) for labels in self.chunk_labels])  # fmt: skip
+                     chunk_labels=[labels.to(device, non_blocking=True) for labels in self.chunk_labels],
+                     chunk_rows=self.chunk_rows)  # fmt: skip
 
 
 def resolve_mixture(dataset: Dataset, mixture: Mapping[str, float]) -> dict[str, float]:
@@ -285,8 +287,8 @@ def collate(
         decoder_input_ids[row, 1 : len(example.labels)] = torch.tensor(example.labels[:-1])
     image_index = torch.tensor([index for index, _ in rows], dtype=torch.long)
     lengths = [len(example.prompt_ids) + len(example.labels) for _, example in rows]
-    chunks, chunk_labels = chunk_rows(lengths, length_chunks, image_index, input_ids, attention_mask,
-                                      decoder_input_ids, labels)  # fmt: skip
+    chunks, chunk_labels, rows_of_chunks = chunk_rows(lengths, length_chunks, image_index, input_ids,
+                                                      attention_mask, decoder_input_ids, labels)  # fmt: skip
     return Batch(
         pixel_values=torch.stack([sample.pixels for sample in samples]),
         image_index=image_index,
@@ -302,6 +304,7 @@ def collate(
         unwritable=sum(sample.unwritable for sample in samples),
         chunks=chunks,
         chunk_labels=chunk_labels,
+        chunk_rows=rows_of_chunks,
     )
 
 
@@ -313,12 +316,17 @@ def chunk_rows(
     attention_mask: torch.Tensor,
     decoder_input_ids: torch.Tensor,
     labels: torch.Tensor,
-) -> tuple[list[TextChunk], list[torch.Tensor]]:
+) -> tuple[list[TextChunk], list[torch.Tensor], list[torch.Tensor]]:
     """Rows sorted by length and split into up to `count` chunks of nearly equal size, each cut to its own
-    longest prompt and target: the text model's cost follows the real lengths, not the batch's longest row."""
+    longest prompt and target: the text model's cost follows the real lengths, not the batch's longest row.
+
+    Returns:
+        The chunks, their labels, and the rows each chunk holds (indices into the batch's rows).
+    """
     order = sorted(range(len(lengths)), key=lambda row: (lengths[row], row))
     chunks: list[TextChunk] = []
     chunk_labels: list[torch.Tensor] = []
+    rows_of_chunks: list[torch.Tensor] = []
     for part in np.array_split(np.array(order, dtype=np.int64), min(count, len(order))):
         rows = torch.from_numpy(part)
         prompt = int(attention_mask[rows].sum(dim=1).max())
@@ -326,4 +334,5 @@ def chunk_rows(
         chunks.append(TextChunk(image_index[rows], input_ids[rows, :prompt], attention_mask[rows, :prompt],
                                 decoder_input_ids[rows, :target]))  # fmt: skip
         chunk_labels.append(labels[rows, :target])
-    return chunks, chunk_labels
+        rows_of_chunks.append(rows)
+    return chunks, chunk_labels, rows_of_chunks

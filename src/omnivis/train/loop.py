@@ -27,6 +27,7 @@ from omnivis.data.dataset import open_dataset
 from omnivis.errors import CheckpointError, ConfigError, TrainingError
 from omnivis.io import atomic_write_text
 from omnivis.model.checkpoint import SHARED, TIED_ALIASES, check_state, expected_tensors, untie
+from omnivis.model.florence import IGNORE_INDEX
 from omnivis.predictor import Predictor
 from omnivis.train import checkpointing, distributed
 from omnivis.train.checkpointing import Snapshot, TrainerState
@@ -111,11 +112,10 @@ def _run(config: TrainConfig, runtime: Runtime, resume: bool | str, progress: bo
     batches = iter(loader)
     for step in range(state.step, config.steps):
         micro_batches = [next(batches).to(runtime.device) for _ in range(config.accumulation)]
-        counts = _step_counts(
-            micro_batches, runtime
-        )  # tokens, cut targets, unwritable annotations: all ranks
+        # tokens, cut targets, unwritable annotations, weighted tokens: all ranks
+        counts = _step_counts(micro_batches, loss_settings, runtime)
         loss_value = _forward_backward(
-            model, micro_batches, counts[0].float(), loss_settings, autocast, runtime
+            model, micro_batches, counts[3].float(), loss_settings, autocast, runtime
         )
         if not math.isfinite(loss_value):
             _stop_on_bad_loss(step, loss_value, micro_batches, last_checkpoint)
@@ -154,11 +154,24 @@ def _run(config: TrainConfig, runtime: Runtime, resume: bool | str, progress: bo
     return TrainResult(run_dir, state.step, last_checkpoint, best if best.is_dir() else None, losses)
 
 
-def _step_counts(micro_batches: list[Batch], runtime: Runtime) -> torch.Tensor:
-    """(target tokens, targets cut, annotations skipped) of the step's micro-batches, summed over all ranks."""
-    rows = [[batch.target_tokens, batch.truncated, batch.unwritable] for batch in micro_batches]
+def _step_counts(micro_batches: list[Batch], loss_settings: LossSettings, runtime: Runtime) -> torch.Tensor:
+    """(target tokens, targets cut, annotations skipped, target tokens weighted by task) of the step's
+    micro-batches, summed over all ranks."""
+    rows = [
+        [batch.target_tokens, batch.truncated, batch.unwritable, _weighted_tokens(batch, loss_settings)]
+        for batch in micro_batches
+    ]
     counts = torch.tensor(rows, dtype=torch.float64, device=runtime.device).sum(dim=0)
     return distributed.all_reduce_sum(counts, runtime)
+
+
+def _weighted_tokens(batch: Batch, loss_settings: LossSettings) -> float:
+    """The batch's real target tokens, each counted by its task's loss weight."""
+    weights = loss_settings.row_weights(batch.tasks)
+    if weights is None:
+        return float(batch.target_tokens)
+    tokens_per_row = (batch.labels != IGNORE_INDEX).sum(dim=1).cpu().double()  # (rows,)
+    return float(tokens_per_row @ weights.double())
 
 
 def _forward_backward(
@@ -171,16 +184,21 @@ def _forward_backward(
 ) -> float:
     """Forward and backward of every micro-batch; returns the step's mean token loss over all ranks.
 
-    Each micro-batch's summed loss is scaled by world_size / tokens: DDP and FSDP average gradients over
+    `tokens` counts each token by its task's loss weight (see `LossSettings.task_weights`), so the mean is
+    the weighted one. Each micro-batch's summed loss is scaled by world_size / tokens: DDP and FSDP average gradients over
     ranks, so the accumulated gradient is that of the mean over every target token of the step.
     """
     step_loss = torch.zeros((), device=runtime.device)
     for index, batch in enumerate(micro_batches):
+        weights = loss_settings.row_weights(batch.tasks)  # (rows,) or None
+        chunk_weights = [None if weights is None else weights[rows] for rows in batch.chunk_rows]
         with distributed.gradient_sync(model, enabled=index == len(micro_batches) - 1), autocast:
             chunk_logits = model(batch.pixel_values, chunks=batch.chunks)["chunk_logits"]  # one vision pass
             summed = sum(
-                summed_token_loss(logits, labels, loss_settings)
-                for logits, labels in zip(chunk_logits, batch.chunk_labels, strict=True)
+                summed_token_loss(logits, labels, loss_settings, row_weights)
+                for logits, labels, row_weights in zip(
+                    chunk_logits, batch.chunk_labels, chunk_weights, strict=True
+                )
             )
             loss = summed * runtime.world_size / tokens.clamp(min=1)
         loss.backward()
@@ -237,6 +255,7 @@ def build_loss_settings(config: TrainConfig, predictor: Predictor) -> LossSettin
         location_smoothing=smoothing,
         location_smoothing_radius=config.optim.location_smoothing_radius,
         first_location_id=location_range(predictor.tokenizer) if smoothing > 0 else -1,
+        task_weights=dict(config.optim.task_loss_weights),
     )
 
 

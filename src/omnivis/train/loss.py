@@ -5,6 +5,11 @@ Each micro-batch therefore returns its token losses *summed*; the loop divides b
 known before the first forward pass. Averaging per micro-batch instead would weigh a token of a short batch
 more than one of a long batch, and 2 ranks would then not train like 1 process with twice the batch.
 
+A task's tokens can weigh more than one (`task_weights`): the loss is then the weighted mean. A VQA answer is
+a token or two besides its start and end, a detection target dozens, so by the token a short-answer task has
+little say in the gradient however often it is drawn; weighting its tokens gives it a say without spending
+compute on more of its examples.
+
 Two smoothings are offered. `label_smoothing` is the usual uniform one. `location_smoothing` spreads part of a
 location token's target over the neighbouring bins (a triangular kernel), since `<loc_411>` for a true
 `<loc_412>` is almost right, and plain cross-entropy punishes it as hard as `<loc_900>`.
@@ -12,7 +17,8 @@ location token's target over the neighbouring bins (a triangular kernel), since 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +36,13 @@ class LossSettings:
     location_smoothing: float = 0.0
     location_smoothing_radius: int = 2
     first_location_id: int = -1  # id of `<loc_0>`; the bins' ids are contiguous from it (-1: none)
+    task_weights: Mapping[str, float] = field(default_factory=dict)  # task -> weight of its tokens (else 1)
+
+    def row_weights(self, tasks: Sequence[str]) -> torch.Tensor | None:
+        """(rows,) the weight of each row's tokens, by its task; None when every task weighs 1."""
+        if not self.task_weights:
+            return None
+        return torch.tensor([self.task_weights.get(task, 1.0) for task in tasks], dtype=torch.float32)
 
 
 def location_range(tokenizer: Tokenizer) -> int:
@@ -44,16 +57,23 @@ def location_range(tokenizer: Tokenizer) -> int:
     return first
 
 
-def summed_token_loss(logits: torch.Tensor, labels: torch.Tensor, settings: LossSettings) -> torch.Tensor:
+def summed_token_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    settings: LossSettings,
+    row_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The sum over real target tokens of their (smoothed) cross-entropy, in float32.
 
     Args:
         logits: (B, T, vocab) decoder logits.
         labels: (B, T) target ids, IGNORE_INDEX where padded.
         settings: The smoothing.
+        row_weights: (B,) a weight for each row's tokens (see `LossSettings.row_weights`); None: 1.
 
     Returns:
-        A scalar: divide it by the number of real tokens of the whole step for the mean.
+        A scalar: divide it by the number of real tokens of the whole step (weighted by the same weights)
+        for the mean.
     """
     real = labels != IGNORE_INDEX  # (B, T)
     log_probs = F.log_softmax(logits[real].float(), dim=-1)  # (M, vocab), real tokens only
@@ -64,6 +84,9 @@ def summed_token_loss(logits: torch.Tensor, labels: torch.Tensor, settings: Loss
     if settings.label_smoothing > 0:
         uniform = -log_probs.mean(dim=-1)  # (M,) cross-entropy against the uniform distribution
         loss = (1 - settings.label_smoothing) * loss + settings.label_smoothing * uniform
+    if row_weights is not None:
+        token_weights = row_weights.to(loss.device)[:, None].expand_as(labels)[real]  # (M,) its row's weight
+        loss = loss * token_weights
     return loss.sum()
 
 
