@@ -185,8 +185,8 @@ def _forward_backward(
     """Forward and backward of every micro-batch; returns the step's mean token loss over all ranks.
 
     `tokens` counts each token by its task's loss weight (see `LossSettings.task_weights`), so the mean is
-    the weighted one. Each micro-batch's summed loss is scaled by world_size / tokens: DDP and FSDP average gradients over
-    ranks, so the accumulated gradient is that of the mean over every target token of the step.
+    the weighted one. Each micro-batch's summed loss is scaled by world_size / tokens: DDP and FSDP average
+    gradients over ranks, so the accumulated gradient is that of the mean over every target token of the step.
     """
     step_loss = torch.zeros((), device=runtime.device)
     for index, batch in enumerate(micro_batches):
