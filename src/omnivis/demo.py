@@ -453,8 +453,9 @@ def _context_html(
         f"scenes of the procedural world, seed {DEMO_SEED}, which no training run sees (training uses seeds "
         f"{TRAIN_SEED} and 2). {used} of its {total} queries were asked (at most {most} per task, evenly "
         f"spread over the scenes; each task's section gives its count), greedy decoding, at most "
-        f"{max_new_tokens} new tokens ({min(max_new_tokens, VQA_MAX_NEW_TOKENS)} for VQA). The trivial baseline was fitted on {baseline_records} training scenes "
-        f"(seed {TRAIN_SEED}) and scored on the same queries.</p>"
+        f"{max_new_tokens} new tokens ({min(max_new_tokens, VQA_MAX_NEW_TOKENS)} for VQA). The trivial "
+        f"baseline was fitted on {baseline_records} training scenes (seed {TRAIN_SEED}) and scored on the "
+        "same queries.</p>"
     )
 
 

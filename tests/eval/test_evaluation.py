@@ -187,7 +187,8 @@ def test_a_task_cap_shortens_that_tasks_answers_only(
     real_run_batch = predictor.run_batch
 
     def recording_run_batch(pictures: list, task: str, texts: list, **options: object) -> list:
-        asked_lengths.setdefault(task, set()).add(int(options["max_new_tokens"]))  # type: ignore[call-overload]
+        length = options["max_new_tokens"]
+        asked_lengths.setdefault(task, set()).add(int(length))  # type: ignore[call-overload]
         return real_run_batch(pictures, task, texts, **options)  # type: ignore[arg-type]
 
     monkeypatch.setattr(predictor, "run_batch", recording_run_batch)

@@ -192,7 +192,7 @@ def test_length_chunks_hold_every_row_once_and_give_the_same_loss(world_train: P
     assert sum(int((labels != IGNORE_INDEX).sum()) for labels in split.chunk_labels) == whole.target_tokens
     padded = sum(labels.numel() for labels in split.chunk_labels)
     assert padded < whole.labels.numel()  # the point of chunking: less padding
-    # Each chunk names its rows of the batch: the task of a chunk's row (for its loss weight) is found by them.
+    # Each chunk names its rows of the batch: by them a chunk's row finds its task (for its loss weight).
     assert sorted(torch.cat(split.chunk_rows).tolist()) == list(range(len(whole.tasks)))
     for rows, labels in zip(split.chunk_rows, split.chunk_labels, strict=True):
         assert torch.equal(split.labels[rows, : labels.shape[1]], labels)

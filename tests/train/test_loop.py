@@ -247,7 +247,7 @@ def test_a_higher_input_size_from_a_checkpoint_keeps_the_weights_and_stretches_p
 
 
 def test_task_loss_weights_weigh_a_tasks_tokens(world_train: Path, tmp_path: Path) -> None:
-    # A weighted mean: the same weight on every task is no weight at all; one task weighted differently is not.
+    # A weighted mean: one weight on every task is no weight at all; tasks weighted differently are not.
     plain = train(_config(world_train, tmp_path / "plain", "steps=2"), progress=False).losses
     weights = {task: 3.0 for task in RECIPES["tiny-world-cpu"]().data.mixture}
     uniform = train(

@@ -140,7 +140,7 @@ def demo_cpu() -> TrainConfig:
     detection's dozens, so unweighted VQA barely moves the gradient and the run learns the questions' priors.
     Expected result (held-out seed 7, 48 scenes: every one of its ~640 questions, whose baseline is each
     question's majority training answer, 0.375; 32 brief captions, baseline CIDEr 0.45; 32 detections,
-    baseline AP50 0), measured 2026-12-04 on runs the time limit ended at 542-619 steps, VQA / CIDEr / AP50:
+    baseline AP50 0), measured 2026-12-04 on runs the time limit ended at 541-619 steps, VQA / CIDEr / AP50:
       - VQA weighted 4 (this recipe): 0.393 / 1.01 / 0.0007 (542 steps) and 0.383 / 1.08 / 0.0010 (541
         steps; `omnivis demo --train` as shipped: 11 min 36 s, 6 of 16 tasks beaten).
       - VQA weighted 8: 0.402 / 0.80 / 0.0005 (619 steps; count questions 0.586 vs 0.545) and 0.341 / 0.98 /
@@ -149,7 +149,8 @@ def demo_cpu() -> TrainConfig:
       - unweighted with VQA drawn 3x as often (mixture 15): 0.389 / 0.95 / 0.0006 (574 steps).
     So captions beat the baseline in every run; VQA sits at the baseline, within the spread of runs
     (0.34-0.40), a little above it on average with VQA emphasised (0.382 over 5 runs, 0.362 over 2 without)
-    at some cost to captions; detection barely leaves zero: ~600 steps place almost no box right. Earlier variants, judged on 16 scenes (211 questions) and unweighted, did worse: ending the
+    at some cost to captions; detection barely leaves zero: ~600 steps place almost no box right.
+    Earlier variants, judged on 16 scenes (211 questions) and unweighted, did worse: ending the
     schedule inside the limit (600 steps: CIDEr 1.23, VQA 0.360), the tower's own 256 px (~1.45 s a step,
     ~480 steps: CIDEr 1.54, AP50 0).
     """
