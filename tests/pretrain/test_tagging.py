@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,15 @@ import torch
 
 import omnivis
 from omnivis.data.build import make_world_dataset
+from omnivis.data.transforms import preprocess
 from omnivis.errors import ConfigError
+from omnivis.images import load_image
 from omnivis.model.florence import IGNORE_INDEX
+from omnivis.predictor import ImageProcessing
 from omnivis.pretrain import TaggingConfig, pretrain_tagging, record_tags, tag_vocabulary
 from omnivis.pretrain.tagging import (
     Classes,
+    TaggingExamples,
     TaggingOutputs,
     TaggingTargets,
     cell_targets,
@@ -68,7 +73,9 @@ def test_cell_targets_by_hand() -> None:
 
 
 def test_the_loss_by_hand() -> None:
-    """Zero logits: each BCE is log 2, each softmax CE log(classes); the box counts on object cells only."""
+    """Zero logits on the object cell: each BCE is log 2, each softmax CE log(classes); an empty cell is named
+    by nothing (its confident logits add nothing) and counts in objectness alone; the box counts on object
+    cells only; a cut-out region's CE is log(classes), weighted, and padding slots count nothing."""
     targets = TaggingTargets(
         tags=torch.tensor([[1.0, 0.0]]), backgrounds=torch.tensor([2]),
         cell_categories=torch.tensor([[0, 1]]), cell_colours=torch.tensor([[3, 1]]),
@@ -76,8 +83,10 @@ def test_the_loss_by_hand() -> None:
         boxes=torch.tensor([[[0.5, 0.5, 0.2, 0.2], [9.0, 9.0, 9.0, 9.0]]]),
     )  # fmt: skip
     outputs = TaggingOutputs(
-        tags=torch.zeros(1, 2), backgrounds=torch.zeros(1, 3), cell_categories=torch.zeros(1, 2, 2),
-        cell_colours=torch.zeros(1, 2, 4), objectness=torch.zeros(1, 2), boxes=torch.zeros(1, 2, 4),
+        tags=torch.zeros(1, 2), backgrounds=torch.zeros(1, 3),
+        cell_categories=torch.tensor([[[0.0, 0.0], [9.0, -9.0]]]),
+        cell_colours=torch.tensor([[[0.0] * 4, [-9.0, 9.0, 3.0, 1.0]]]),
+        objectness=torch.zeros(1, 2), boxes=torch.zeros(1, 2, 4),
     )  # fmt: skip
     log = math.log
     cells = log(2) + log(4) + log(2) + (0.5 + 0.5 + 0.2 + 0.2) / 4
@@ -87,6 +96,30 @@ def test_the_loss_by_hand() -> None:
     # A record naming no background leaves that term out.
     targets.backgrounds = torch.tensor([IGNORE_INDEX])
     assert tagging_loss(outputs, targets, cell_weight=0.5).item() == pytest.approx(log(2) + 0.5 * cells)
+    targets.crop_categories = torch.tensor([[1, IGNORE_INDEX]])
+    outputs.crop_categories = torch.tensor([[0.0, 0.0, 0.0], [9.0, -9.0, 0.0]])
+    assert tagging_loss(outputs, targets, cell_weight=0.5, crop_weight=2.0).item() == pytest.approx(
+        log(2) + 0.5 * cells + 2.0 * log(3)
+    )
+
+
+def test_crops_are_the_largest_named_regions_cut_out() -> None:
+    """The scene's named regions by area (px^2): hexagon 4,361, text 2,760, hexagon 2,370, text 2,280, circle
+    908, circle 702; the rectangle (1,784) is not among the classes."""
+    record = generate_record(index=0, seed=2, config=VARIANTS["default"])
+    classes = Classes(categories=("circle", "hexagon", "text"), colours=(), backgrounds=())
+    processing = ImageProcessing(size=(64, 64))
+    examples = TaggingExamples([record], 64, processing, ["has:text"], classes, (2, 2), crops_per_image=8,
+                               crop_size=32)  # fmt: skip
+    *_, crops, labels = examples[0]
+    assert labels.tolist() == [1, 2, 1, 2, 0, 0, IGNORE_INDEX, IGNORE_INDEX]
+    assert crops.shape == (8, 3, 32, 32) and not crops[6:].any()
+    left, top, right, bottom = 84.25, 53.25, 153.125, 116.5625  # the large hexagon, 15% of 68.875 each way
+    margin = 0.15 * 68.875
+    image = load_image(record.image).crop((left - margin, top - margin, right + margin, bottom + margin))
+    assert torch.equal(crops[0], preprocess([image], (32, 32), processing.mean, processing.std)[0])
+    without_crops = TaggingExamples([record], 64, processing, [], classes, (2, 2))
+    assert len(examples[0]) == 7 + 2 and len(without_crops[0]) == 7
 
 
 def test_classes_are_read_from_the_records() -> None:
@@ -129,8 +162,55 @@ def test_a_short_run_learns_and_its_tower_starts_training(easy_world: Path, tmp_
     assert all(torch.equal(trained[name], tensor) for name, tensor in fresh.vision_tower.state_dict().items())
 
 
+def test_loader_processes_and_crops_give_the_same_run_as_in_process(easy_world: Path, tmp_path: Path) -> None:
+    config = TaggingConfig(data=str(easy_world), out=str(tmp_path / "a"), image_size=64, steps=3,
+                           batch_size=8, warmup_steps=1, crops_per_image=2, crop_size=32)  # fmt: skip
+    alone = pretrain_tagging(config, progress=False)
+    loaded = pretrain_tagging(replace(config, out=str(tmp_path / "b"), num_workers=2), progress=False)
+    assert alone.losses == loaded.losses
+    plain = pretrain_tagging(replace(config, out=str(tmp_path / "c"), crops_per_image=0), progress=False)
+    assert plain.losses != alone.losses  # the crops' loss is part of the run
+
+
+def test_init_continues_a_checkpoints_tower(easy_world: Path, tmp_path: Path) -> None:
+    first = pretrain_tagging(
+        TaggingConfig(data=str(easy_world), out=str(tmp_path / "a"), image_size=64, steps=2, batch_size=8,
+                      warmup_steps=1, learning_rate=1e-2), progress=False,
+    )  # fmt: skip
+    again = pretrain_tagging(
+        TaggingConfig(data=str(easy_world), out=str(tmp_path / "b"), image_size=64, steps=1, batch_size=8,
+                      warmup_steps=0, learning_rate=1e-9, init=str(first.checkpoint)), progress=False,
+    )  # fmt: skip
+    started = omnivis.load(first.checkpoint).model.vision_tower.state_dict()
+    continued = omnivis.load(again.checkpoint).model.vision_tower.state_dict()
+    fresh = build_predictor(ModelSettings(preset="tiny", image_size=64), seed=0).model
+    fresh_tower = fresh.vision_tower.state_dict()
+    assert all(torch.allclose(continued[name], tensor, atol=1e-6) for name, tensor in started.items())
+    assert not all(torch.allclose(continued[name], tensor, atol=1e-6) for name, tensor in fresh_tower.items())
+
+
+def test_a_time_limit_ends_the_run_and_keeps_what_was_learnt(easy_world: Path, tmp_path: Path) -> None:
+    config = TaggingConfig(data=str(easy_world), out=str(tmp_path), image_size=64, steps=50, batch_size=8,
+                           max_minutes=1e-6)  # fmt: skip
+    result = pretrain_tagging(config, progress=False)
+    assert len(result.losses) == 1 and (result.checkpoint / "model.safetensors").is_file()
+
+
 def test_bad_configs_are_named() -> None:
     with pytest.raises(ConfigError, match=r"steps must be >= 1, got 0; learning_rate must be > 0, got 0"):
         TaggingConfig(data="d", out="o", steps=0, learning_rate=0, warmup_steps=0)
     with pytest.raises(ConfigError, match=r"max_grad_norm must be > 0, got -1"):
         TaggingConfig(data="d", out="o", max_grad_norm=-1)
+    with pytest.raises(ConfigError, match=r"device must be cpu, cuda, cuda:N or auto, got 'gpu'"):
+        TaggingConfig(data="d", out="o", device="gpu")
+    with pytest.raises(ConfigError, match=r"num_workers and crops_per_image must be >= 0, got -1, 0"):
+        TaggingConfig(data="d", out="o", num_workers=-1)
+    with pytest.raises(ConfigError, match=r"crop_size must be >= 32 and crop_weight >= 0, got 16, 1.0"):
+        TaggingConfig(data="d", out="o", crop_size=16)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="names the error of a machine without CUDA")
+def test_cuda_on_a_machine_without_it_is_named(easy_world: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"device 'cuda' asked for, but this machine has no CUDA device"):
+        config = TaggingConfig(data=str(easy_world), out=str(tmp_path), device="cuda")
+        pretrain_tagging(config, progress=False)
