@@ -147,6 +147,10 @@ def demo_cpu() -> TrainConfig:
         0.0025 (597 steps; count 0.481).
       - unweighted: 0.356 / 1.65 / 0.0033 (553 steps; count 0.478) and 0.369 / 1.03 / 0.0012 (574 steps).
       - unweighted with VQA drawn 3x as often (mixture 15): 0.389 / 0.95 / 0.0006 (574 steps).
+      - this recipe on the committed tower re-tagged at 128 px (`omnivis pretrain tagging --init <it>
+        --image-size 128 --steps 400 --batch-size 32 --crops-per-image 4 --crop-size 32`, 15 min): 0.396 /
+        2.17 / 0.0002 (627 steps). Its cells name colours far better at 128 px (probe 0.72, was 0.28) but not
+        shapes (0.20, was 0.18; chance 0.14), and colour questions stayed at 0.08: each names its shape.
     So captions beat the baseline in every run; VQA sits at the baseline, within the spread of runs
     (0.34-0.40), a little above it on average with VQA emphasised (0.382 over 5 runs, 0.362 over 2 without)
     at some cost to captions; detection barely leaves zero: ~600 steps place almost no box right.
