@@ -53,8 +53,10 @@ With every cell named, ~9 of 10 cells of a default scene at 256 px are empty and
 how a tower learns to tell shapes apart fastest (from scratch, 0.91 in 100 steps of 64 crops,
 `bench/shape_naming.py crops`), and they share the cells' category head so that one direction of the
 features names a shape either way; in 200 steps they moved the cells' category only from 0.30 to 0.33.
-Naming a shape by its cell is the slow part at this scale of compute; `device` and `num_workers` are there to
-run it long on a GPU.
+Run longer, the same continuation with crops breaks through: 2,200 steps of 16 images (61.5 min on 2 cores,
+loss 6.49 -> 1.39) give cell category 0.71 and cell colour 0.94 at 256 px (largest shape's category 0.31,
+colour 0.42; at 128 px the cells give 0.29 and 0.67). Naming a shape by its cell is slow, not out of reach:
+a matter of compute, which `device` and `num_workers` bring on a GPU.
 
     checkpoint = pretrain_tagging(TaggingConfig(data="data/world-train", out="runs/tagging"))
 """
@@ -349,13 +351,7 @@ def pretrain_tagging(config: TaggingConfig, *, progress: bool = True) -> Tagging
     tower = predictor.model.vision_tower
     model = TaggingModel(tower, predictor.model.config.vision.embed_dims[-1], len(tags), classes)
     model = model.to(device).train()
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
-    optim_settings = OptimSettings(
-        learning_rate=config.learning_rate, weight_decay=config.weight_decay, warmup_steps=config.warmup_steps
-    )
-    scheduler = build_scheduler(optimizer, optim_settings, config.steps)
+    optimizer, scheduler = _optimization(model, config)
     with torch.no_grad():  # the last feature map's grid at this input size
         probe = torch.zeros(1, 3, config.image_size, config.image_size, device=device)
         feature_shape = tower.forward_features(probe).shape
@@ -395,6 +391,19 @@ def pretrain_tagging(config: TaggingConfig, *, progress: bool = True) -> Tagging
     atomic_write_json(out / CONFIG_FILE, dataclasses.asdict(config))
     save(predictor, out / "final")
     return TaggingResult(out / "final", losses, tags)
+
+
+def _optimization(
+    model: nn.Module, config: TaggingConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW on every parameter, with the training loop's warm-up and cosine schedule."""
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    settings = OptimSettings(
+        learning_rate=config.learning_rate, weight_decay=config.weight_decay, warmup_steps=config.warmup_steps
+    )
+    return optimizer, build_scheduler(optimizer, settings, config.steps)
 
 
 def _device(name: str) -> torch.device:

@@ -151,6 +151,9 @@ def demo_cpu() -> TrainConfig:
         --image-size 128 --steps 400 --batch-size 32 --crops-per-image 4 --crop-size 32`, 15 min): 0.396 /
         2.17 / 0.0002 (627 steps). Its cells name colours far better at 128 px (probe 0.72, was 0.28) but not
         shapes (0.20, was 0.18; chance 0.14), and colour questions stayed at 0.08: each names its shape.
+      - at 256 px on the committed tower re-tagged there for 61.5 min (cells name shapes 0.71, see
+        `omnivis.pretrain.tagging`): 0.349 / 2.06 / 0 (~450 steps of ~1.45 s), but region to category 0.50 and
+        referring expressions 0.25 (8 queries each; baselines 0): naming begins, the rest needs more steps.
     So captions beat the baseline in every run; VQA sits at the baseline, within the spread of runs
     (0.34-0.40), a little above it on average with VQA emphasised (0.382 over 5 runs, 0.362 over 2 without)
     at some cost to captions; detection barely leaves zero: ~600 steps place almost no box right.
