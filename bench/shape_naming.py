@@ -30,9 +30,9 @@ from omnivis.data.records import Record
 from omnivis.eval.probe import cell_shapes
 from omnivis.model.davit import DaViT
 from omnivis.model.presets import preset_config
+from omnivis.pretrain.tagging import CROP_MARGIN  # the margin tagging's cut-out regions use
 
 IGNORE = -100
-CROP_MARGIN = 0.15  # of the box's longer side, each way: the shape's outline stays whole
 MEAN, STD = 0.45, 0.25  # one normalisation for all channels; the probe needs no more
 # Per mode: scenes read, input side, steps, batch (the settings of the figures quoted above).
 DEFAULTS = {"crops": (1500, 64, 400, 64), "cells": (2000, 128, 300, 32)}

@@ -270,15 +270,13 @@ def tagging_loss(
     if (targets.backgrounds != IGNORE_INDEX).any():
         loss = loss + F.cross_entropy(outputs.backgrounds, targets.backgrounds, ignore_index=IGNORE_INDEX)
     positive = targets.objectness.bool()  # (B, h*w)
-    if positive.any():  # named on the cells holding an object only; objectness says which those are
+    objectness = F.binary_cross_entropy_with_logits(outputs.objectness, targets.objectness)
+    if positive.any():  # one host sync; named and boxed on the cells holding an object only
         categories = F.cross_entropy(outputs.cell_categories[positive], targets.cell_categories[positive])
         colours = F.cross_entropy(outputs.cell_colours[positive], targets.cell_colours[positive])
+        box = F.l1_loss(outputs.boxes[positive], targets.boxes[positive])
     else:
-        categories = colours = loss.new_zeros(())
-    objectness = F.binary_cross_entropy_with_logits(outputs.objectness, targets.objectness)
-    box = (
-        F.l1_loss(outputs.boxes[positive], targets.boxes[positive]) if positive.any() else loss.new_zeros(())
-    )
+        categories = colours = box = loss.new_zeros(())
     loss = loss + cell_weight * (categories + colours + objectness + box)
     if outputs.crop_categories is not None and targets.crop_categories is not None:
         labels = targets.crop_categories.flatten()  # (B*K,)
