@@ -39,6 +39,16 @@ def test_overrides_parse_by_field_type() -> None:
     assert config.model.image_size == 384
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("vision", ("vision",)), ("[vision]", ("vision",)), ("[vision, projector]", ("vision", "projector")),
+     ('["vision"]', ("vision",)), ("[]", ())],
+)  # fmt: skip
+def test_tuple_overrides_take_a_bare_or_bracketed_list(text: str, expected: tuple[str, ...]) -> None:
+    config = apply_overrides(TrainConfig(), ["data.train=x", f"model.freeze={text}"])
+    assert config.model.freeze == expected
+
+
 def test_integers_are_accepted_for_float_fields() -> None:
     assert (
         apply_overrides(

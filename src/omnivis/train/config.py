@@ -140,7 +140,8 @@ def apply_overrides(config: TrainConfig, overrides: Iterable[str]) -> TrainConfi
     """A copy of `config` with `key=value` overrides applied, e.g. `optim.learning_rate=3e-4`.
 
     Values are read as JSON when they parse (numbers, true/false, lists, objects), else as plain strings;
-    a tuple field also takes a comma-separated list (`model.freeze=vision,projector`).
+    a tuple field also takes a comma-separated list, bare or in brackets (`model.freeze=vision,projector`,
+    `model.freeze=[vision]`).
 
     Raises:
         ConfigError: A malformed override, an unknown field, or a value of the wrong type.
@@ -170,7 +171,10 @@ def _parse_value(text: str, current: Any) -> Any:
     except json.JSONDecodeError:
         pass
     if isinstance(current, list | tuple):
-        return [part.strip() for part in text.split(",") if part.strip()]
+        inner = text.strip()
+        if inner.startswith("[") and inner.endswith("]"):  # a shell-typed list: `[vision, projector]`
+            inner = inner[1:-1]
+        return [part.strip() for part in inner.split(",") if part.strip()]
     return text
 
 
