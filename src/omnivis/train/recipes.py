@@ -125,8 +125,8 @@ def demo_cpu() -> TrainConfig:
         omnivis demo --train          (two processes under torchrun, 8 images each a step)
     Inputs are 128 px (a 4x4 grid): a quarter of the native pixels, so ~3x the examples a second. When the
     committed checkpoint is there, the demo adds `model.vision_init=<it>` and `model.freeze=["vision"]`: a
-    vision tower trained on this world (since 2026-12-04 at 256 px, here run at 128), kept fixed (no backward
-    through it, so faster steps), and everything after it learnt from scratch.
+    vision tower trained on this world (at 256 px, re-tagged to name shapes; here run at 128), kept fixed (no
+    backward through it, so faster steps), and everything after it learnt from scratch.
     The learning rate is the one that learns to see in time (measured on 600 steps, 2026-12-03): at 1e-3
     with 50 warm-up steps the text side settles on answers that ignore the image (`image_reliance` 0.0000 at
     step 200, 0.0004 at 600); at 6e-4 with 200 it reads it from step ~200 (0.005 at 200, 0.031 at 300,
@@ -142,7 +142,9 @@ def demo_cpu() -> TrainConfig:
     question's majority training answer, 0.375; 32 brief captions, baseline CIDEr 0.45; 32 detections,
     baseline AP50 0), measured 2026-12-04 on runs the time limit ended at 541-619 steps, VQA / CIDEr / AP50:
       - VQA weighted 4 (this recipe): 0.393 / 1.01 / 0.0007 (542 steps) and 0.383 / 1.08 / 0.0010 (541
-        steps; `omnivis demo --train` as shipped: 11 min 36 s, 6 of 16 tasks beaten).
+        steps; `omnivis demo --train` as then shipped: 11 min 36 s, 6 of 16 tasks beaten); on the tower of the
+        checkpoint committed later that day (its stage 5 in models/README.md, cells name shapes at 0.65 at
+        256 px): 0.400 / 2.51 / 0.0033 (719 steps of ~0.92 s; 11 min 32 s, 7 of 16 tasks beaten).
       - VQA weighted 8: 0.402 / 0.80 / 0.0005 (619 steps; count questions 0.586 vs 0.545) and 0.341 / 0.98 /
         0.0025 (597 steps; count 0.481).
       - unweighted: 0.356 / 1.65 / 0.0033 (553 steps; count 0.478) and 0.369 / 1.03 / 0.0012 (574 steps).
