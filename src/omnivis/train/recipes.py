@@ -140,7 +140,7 @@ def demo_cpu() -> TrainConfig:
     detection's dozens, so unweighted VQA barely moves the gradient and the run learns the questions' priors.
     Expected result (held-out seed 7, 48 scenes: every one of its ~640 questions, whose baseline is each
     question's majority training answer, 0.375; 32 brief captions, baseline CIDEr 0.45; 32 detections,
-    baseline AP50 0), measured 2026-12-04 on runs the time limit ended at 541-619 steps, VQA / CIDEr / AP50:
+    baseline AP50 0), measured 2026-12-04 on runs the time limit ended at 541-719 steps, VQA / CIDEr / AP50:
       - VQA weighted 4 (this recipe): 0.393 / 1.01 / 0.0007 (542 steps) and 0.383 / 1.08 / 0.0010 (541
         steps; `omnivis demo --train` as then shipped: 11 min 36 s, 6 of 16 tasks beaten); on the tower of the
         checkpoint committed later that day (its stage 5 in models/README.md, cells name shapes at 0.65 at
