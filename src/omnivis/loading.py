@@ -102,7 +102,7 @@ def _load_directory(directory: Path) -> Predictor:
     weights, weights_file = checkpoint.read_weights(directory)
     layout = checkpoint.detect_layout(config, weights)
     tokenizer = Tokenizer.from_directory(directory)
-    processing = _image_processing(directory)
+    processing = image_processing_of(directory)
     if layout == OMNIVIS_FORMAT:
         model_config = FlorenceConfig.from_dict(config["model"])
         state = weights
@@ -153,9 +153,9 @@ def _special_token_ids(tokenizer: Tokenizer) -> dict[str, int]:
     }
 
 
-def _image_processing(directory: Path) -> ImageProcessing:
-    """Resize and normalisation settings: preprocessor_config.json (original layout) or the `image_processor`
-    entry of processor_config.json (transformers 5)."""
+def image_processing_of(directory: Path) -> ImageProcessing:
+    """A checkpoint directory's resize and normalisation settings: preprocessor_config.json (original layout)
+    or the `image_processor` entry of processor_config.json (transformers 5)."""
     values: dict[str, Any] = {}
     if (directory / "preprocessor_config.json").exists():
         values = checkpoint.read_json(directory / "preprocessor_config.json")

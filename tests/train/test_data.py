@@ -16,6 +16,7 @@ from omnivis.loading import bundled_tokenizer
 from omnivis.model.florence import IGNORE_INDEX
 from omnivis.tasks import build_prompt
 from omnivis.train.data import (
+    Curriculum,
     StepSampler,
     TrainingStream,
     collate,
@@ -74,6 +75,25 @@ def test_a_sample_depends_on_its_position_alone(world_train: Path) -> None:
         _stream(world_train, seed=6)[0].examples != one[0].examples
         or _stream(world_train, seed=6)[0].image_id != one[0].image_id
     )
+
+
+def test_a_curriculum_reads_each_lesson_then_the_training_data(
+    world_train: Path, captions_only: Path
+) -> None:
+    lesson, final = _stream(captions_only, shuffle=False), _stream(world_train, shuffle=False)
+    curriculum = Curriculum([(lesson, 6)], final)
+    lesson_ids = {lesson[p].image_id for p in range(len(lesson))}
+    assert not lesson_ids & {final[p].image_id for p in range(len(final))}  # two datasets told apart by id
+    for position in range(10):
+        sample = curriculum[position]
+        # The lesson's positions 0-5, then the training data's own positions from 0: a fresh start there.
+        expected = lesson[position] if position < 6 else final[position - 6]
+        assert (sample.image_id, sample.examples) == (expected.image_id, expected.examples)
+        assert torch.equal(sample.pixels, expected.pixels)
+        assert sample.position == position  # the run's position, as the sampler and the resume state count
+    assert len(curriculum) == len(final)
+    with pytest.raises(ValueError, match="at least one position"):
+        Curriculum([(lesson, 0)], final)
 
 
 def test_examples_encode_prompt_and_target_as_the_predictor_does(world_train: Path) -> None:

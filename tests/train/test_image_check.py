@@ -30,7 +30,8 @@ def setup(world_train: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple:
     # At the checkpoint's own input size (image_size 0): the recipe's would rescale what it learnt to see.
     config = apply_overrides(config, ['model.vision_init=""', "model.image_size=0", "batch_size=4"])
     predictor = build_predictor(config.model, config.seed)
-    batch = next(iter(build_loader(build_stream(config, predictor), 0, config, ONE_PROCESS, predictor)))
+    stream = build_stream(config, predictor, ONE_PROCESS)
+    batch = next(iter(build_loader(stream, 0, config, ONE_PROCESS, predictor)))
     return predictor, batch, build_loss_settings(config, predictor)
 
 

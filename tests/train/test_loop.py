@@ -16,10 +16,14 @@ import torch
 from safetensors.torch import load_file
 
 import omnivis
+from omnivis.data.dataset import open_dataset
 from omnivis.errors import CheckpointError, ConfigError, DatasetError, TrainingError
 from omnivis.train import RECIPES, TrainConfig, apply_overrides, config_from_dict, smoke, train
 from omnivis.train import loop as loop_module
 from omnivis.train.checkpointing import latest_checkpoint
+from omnivis.train.distributed import Runtime
+from omnivis.train.loop import build_loader, build_stream
+from omnivis.train.model_setup import build_predictor
 from omnivis.train.monitor import read_events
 
 
@@ -198,6 +202,30 @@ def test_a_mixture_the_data_cannot_give_is_refused(captions_only: Path, tmp_path
     config = _config(captions_only, tmp_path / "run", 'data.mixture={"<CAPTION>": 1, "<OD>": 1}')
     with pytest.raises(DatasetError, match="no examples of <OD>"):
         train(config, progress=False)
+
+
+def test_a_curriculum_lesson_is_read_for_its_steps_then_the_training_data(
+    world_train: Path, captions_only: Path, tmp_path: Path
+) -> None:
+    config = _config(world_train, tmp_path / "run", "steps=5", 'data.mixture={"<CAPTION>": 1}',
+                     f'data.curriculum={{"{captions_only}": 2}}', "data.shuffle=false")  # fmt: skip
+    runtime = Runtime(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    predictor = build_predictor(config.model, config.seed)
+    loader = build_loader(build_stream(config, predictor, runtime), 0, config, runtime, predictor)
+    read = [batch.image_ids for batch in loader]
+    lesson_ids = [record.image_id for record in open_dataset(captions_only)]
+    train_ids = [record.image_id for record in open_dataset(world_train)]
+    assert read == [lesson_ids[0:2], lesson_ids[2:4], train_ids[0:2], train_ids[2:4], train_ids[4:6]]
+
+
+def test_a_curriculum_the_mixture_cannot_draw_from_or_that_takes_every_step_is_refused(
+    world_train: Path, captions_only: Path, tmp_path: Path
+) -> None:
+    config = _config(world_train, tmp_path / "run", f'data.curriculum={{"{captions_only}": 1}}')
+    with pytest.raises(DatasetError, match=f"{captions_only.name} has no examples of"):
+        train(config, progress=False)
+    with pytest.raises(ConfigError, match="lessons take 3 of the 3 steps"):
+        _config(world_train, tmp_path / "run", f'data.curriculum={{"{captions_only}": 3}}')
 
 
 def test_a_missing_evaluation_set_stops_the_run_before_training(world_train: Path, tmp_path: Path) -> None:

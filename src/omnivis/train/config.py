@@ -43,6 +43,9 @@ class ModelSettings:
     preset: str = "tiny"  # a shape of omnivis.model.presets.PRESETS, used when init is "scratch"
     init: str = "scratch"  # "scratch", or a checkpoint directory: omnivis's own or official Florence-2
     vision_init: str = ""  # a checkpoint directory whose vision tower (alone) starts the encoder; "" = none
+    # With vision_init, its projector too (the position table stretched to this input's grid): the image's
+    # whole path into the text model, 2-D positions included.
+    vision_init_projector: bool = False
     image_size: int = 0  # square input side in pixels; 0 keeps the preset's or checkpoint's (a change
     # from the checkpoint's interpolates the projector's position table: the high-resolution stage)
     dropout: float = -1.0  # the text model's dropout and attention dropout; -1 keeps the preset's
@@ -60,6 +63,10 @@ class DataSettings:
     """Where examples come from and how tasks are mixed."""
 
     train: str = ""  # a dataset directory (omnivis Parquet shards + manifest.json)
+    # Earlier lessons, in order: dataset directory -> optimizer steps drawn from it before `train` (e.g. the
+    # easy world first: a model learning from scratch finds what its answers depend on in uncluttered scenes);
+    # the schedule and `steps` span all lessons.
+    curriculum: dict[str, int] = field(default_factory=dict)
     eval: str = ""  # a held-out dataset directory for periodic evaluation; "" = none
     mixture: dict[str, float] = field(default_factory=dict)  # task -> weight; empty = every task the
     # dataset supports, weight 1 each. A record draws its tasks among those it supports, by weight.
@@ -277,6 +284,8 @@ def _check_model(config: TrainConfig, need: _Need) -> None:
         not model.ordinal_locations or model.init == "scratch",
         "model.ordinal_locations shapes a model's initial weights: it needs model.init=scratch",
     )
+    need(not model.vision_init_projector or bool(model.vision_init),
+         "model.vision_init_projector takes the projector of model.vision_init: give that checkpoint")  # fmt: skip
     need(model.lora_rank >= 0, f"model.lora_rank must be >= 0, got {model.lora_rank}")
     need(model.lora_alpha > 0, f"model.lora_alpha must be > 0, got {model.lora_alpha}")
     need(
@@ -289,6 +298,9 @@ def _check_data(data: DataSettings, need: _Need) -> None:
     from omnivis.tasks import TASKS
 
     need(bool(data.train), "data.train must name a dataset directory")
+    for directory, lesson_steps in data.curriculum.items():
+        need(bool(directory), "data.curriculum: a lesson must name a dataset directory")
+        need(lesson_steps >= 1, f"data.curriculum[{directory!r}] must be >= 1 steps, got {lesson_steps}")
     for task, weight in data.mixture.items():
         need(task in TASKS, f"data.mixture: unknown task {task!r}; known: {', '.join(TASKS)}")
         need(weight >= 0, f"data.mixture[{task!r}] must be >= 0, got {weight}")
@@ -338,6 +350,9 @@ def _check_loop(config: TrainConfig, need: _Need) -> None:
                  "eval_num_beams", "eval_max_new_tokens"):  # fmt: skip
         need(getattr(config, name) >= 1, f"{name} must be >= 1, got {getattr(config, name)}")
     need(config.eval_every >= 0, f"eval_every must be >= 0, got {config.eval_every}")
+    lessons = sum(config.data.curriculum.values())
+    need(lessons < config.steps, f"data.curriculum's lessons take {lessons} of the {config.steps} steps: "
+         "data.train would never be read")  # fmt: skip
     for task in config.eval_tasks:
         need(task in TASKS, f"eval_tasks: unknown task {task!r}")
     need(

@@ -18,10 +18,12 @@ tokens, is cut and counted; an annotation that cannot be written as a target is 
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -210,6 +212,30 @@ class TrainingStream(TorchDataset[ImageSample]):
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
         self.dataset = open_dataset(self.directory)
+
+
+class Curriculum(TorchDataset[ImageSample]):
+    """Lessons in order: the streams' positions below a lesson's end read that lesson, the rest the last stream.
+
+    A lesson ends at a position (its optimizer steps times the global micro-batches' images), so which stream a
+    position reads depends on the position alone, and a resumed run reads exactly what an uninterrupted one would.
+    Each later stream starts at its own position 0.
+    """
+
+    def __init__(self, lessons: Sequence[tuple[TrainingStream, int]], final: TrainingStream) -> None:
+        ends = list(itertools.accumulate(length for _, length in lessons))
+        if any(length < 1 for _, length in lessons):
+            raise ValueError("every lesson must last at least one position")
+        self.streams = [stream for stream, _ in lessons] + [final]
+        self.starts = [0, *ends]  # the first position of each stream
+
+    def __len__(self) -> int:
+        return len(self.streams[-1])
+
+    def __getitem__(self, position: int) -> ImageSample:
+        lesson = bisect.bisect_right(self.starts, position) - 1
+        sample = self.streams[lesson][position - self.starts[lesson]]
+        return replace(sample, position=position)  # the run's position, which the data-position state counts
 
 
 def draw_examples(

@@ -32,7 +32,7 @@ from omnivis.predictor import Predictor
 from omnivis.train import checkpointing, distributed
 from omnivis.train.checkpointing import Snapshot, TrainerState
 from omnivis.train.config import TrainConfig, validate
-from omnivis.train.data import Batch, StepSampler, TrainingStream, collate, resolve_mixture
+from omnivis.train.data import Batch, Curriculum, StepSampler, TrainingStream, collate, resolve_mixture
 from omnivis.train.distributed import Runtime
 from omnivis.train.evaluation import EvaluationSettings, evaluate_checkpoint
 from omnivis.train.image_check import image_reliance
@@ -86,7 +86,7 @@ def _run(config: TrainConfig, runtime: Runtime, resume: bool | str, progress: bo
     resume_from = _resume_point(run_dir, resume)
     _seed(config, runtime)
     predictor = build_predictor(config.model, config.seed)
-    stream = build_stream(config, predictor)
+    stream = build_stream(config, predictor, runtime)
     loss_settings = build_loss_settings(config, predictor)
     predictor.model.to(runtime.device)
     set_training_mode(predictor.model, config.model.freeze)
@@ -209,28 +209,40 @@ def _forward_backward(
 # Builders: everything the loop needs, each in one place.
 
 
-def build_stream(config: TrainConfig, predictor: Predictor) -> TrainingStream:
-    """The training stream over `data.train` with the resolved task mixture and target budget.
+def build_stream(config: TrainConfig, predictor: Predictor, runtime: Runtime) -> TrainingStream | Curriculum:
+    """The training stream over `data.train` with the resolved task mixture and target budget, after the
+    `data.curriculum` lessons when there are any.
 
     Raises:
-        DatasetError: `data.train` or `data.eval` unreadable, or the mixture asking for tasks the data lacks.
+        DatasetError: `data.train`, a lesson or `data.eval` unreadable, or the mixture asking for tasks the data
+            lacks.
     """
     limit = predictor.model.config.text.max_position_embeddings
     budget = min(config.data.max_target_tokens or limit, limit)
     prompt_room = limit - predictor.model.config.num_image_tokens  # the encoder reads image tokens + prompt
-    stream = TrainingStream(
-        config.data.train, predictor.tokenizer, predictor.image_processing.size, {},
-        examples_per_image=config.data.examples_per_image, max_target_tokens=budget,
-        max_prompt_tokens=prompt_room, seed=config.seed,
-        shuffle=config.data.shuffle, mean=predictor.image_processing.mean, std=predictor.image_processing.std,
-    )  # fmt: skip
-    stream.mixture = resolve_mixture(stream.dataset, config.data.mixture)
+
+    def stream_over(directory: str) -> TrainingStream:
+        stream = TrainingStream(
+            directory, predictor.tokenizer, predictor.image_processing.size, {},
+            examples_per_image=config.data.examples_per_image, max_target_tokens=budget,
+            max_prompt_tokens=prompt_room, seed=config.seed, shuffle=config.data.shuffle,
+            mean=predictor.image_processing.mean, std=predictor.image_processing.std,
+        )  # fmt: skip
+        stream.mixture = resolve_mixture(stream.dataset, config.data.mixture)
+        return stream
+
+    final = stream_over(config.data.train)
     if config.data.eval:  # opened now: a missing one must stop the run before training, not after it
         open_dataset(config.data.eval)
-    return stream
+    if not config.data.curriculum:
+        return final
+    images_per_step = runtime.world_size * config.batch_size * config.accumulation  # positions a step reads
+    curriculum = config.data.curriculum.items()
+    lessons = [(stream_over(directory), steps * images_per_step) for directory, steps in curriculum]
+    return Curriculum(lessons, final)
 
 
-def build_loader(stream: TrainingStream, start_step: int, config: TrainConfig, runtime: Runtime,
+def build_loader(stream: TrainingStream | Curriculum, start_step: int, config: TrainConfig, runtime: Runtime,
                  predictor: Predictor) -> DataLoader[Any]:  # fmt: skip
     sampler = StepSampler(start_step, config.steps, rank=runtime.rank, world_size=runtime.world_size,
                           batch_size=config.batch_size, accumulation=config.accumulation)  # fmt: skip

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from omnivis.errors import CheckpointError, ConfigError
-from omnivis.loading import bundled_tokenizer, florence_generation_defaults, load
+from omnivis.loading import bundled_tokenizer, florence_generation_defaults, image_processing_of, load
 from omnivis.model import checkpoint
 from omnivis.model.florence import Florence2, FlorenceConfig
 from omnivis.model.presets import preset_config
@@ -25,6 +25,7 @@ from omnivis.tasks.locations import NUM_BINS
 from omnivis.train.config import FREEZABLE, ModelSettings
 
 VISION_PREFIX = "vision_tower."
+PROJECTOR_PREFIX = "multi_modal_projector."
 
 
 def build_predictor(settings: ModelSettings, seed: int) -> Predictor:
@@ -48,7 +49,8 @@ def build_predictor(settings: ModelSettings, seed: int) -> Predictor:
         predictor = load(settings.init)
         predictor = _refit(predictor, settings)
     if settings.vision_init:
-        load_vision_tower(predictor.model, Path(settings.vision_init))
+        projector = settings.vision_init_projector
+        load_vision_tower(predictor.model, Path(settings.vision_init), projector=projector)
     freeze(predictor.model, settings.freeze)
     if settings.lora_rank > 0:
         from omnivis.train.lora import add_adapters  # peft is optional
@@ -108,30 +110,37 @@ def _refit(predictor: Predictor, settings: ModelSettings) -> Predictor:
     return dataclasses.replace(predictor, model=model, image_processing=processing)
 
 
-def load_vision_tower(model: Florence2, directory: Path) -> None:
-    """Replaces the vision tower's weights by those of another checkpoint directory (any supported layout).
+def load_vision_tower(model: Florence2, directory: Path, *, projector: bool = False) -> None:
+    """Replaces the vision tower's weights (and with `projector` the projector's) by another checkpoint's.
+
+    The directory may hold any supported layout. A projector's 2-D position table is stretched from the grid
+    that checkpoint was trained at to this model's, as the high-resolution stage does.
 
     Raises:
-        CheckpointError: No vision tower in it, or tensors whose names or shapes do not fit this model.
+        CheckpointError: No vision tower (or projector) in it, or tensors whose names or shapes do not fit.
     """
     if not directory.is_dir():
         raise CheckpointError(f"model.vision_init: {directory} is not a checkpoint directory")
     weights, path = checkpoint.read_weights(directory)
-    layout = checkpoint.detect_layout(checkpoint.read_json(directory / "config.json"), weights)
+    config = checkpoint.read_json(directory / "config.json")
+    layout = checkpoint.detect_layout(config, weights)
     if layout == "native":
         weights = checkpoint.native_to_omnivis(weights)
     elif layout != "omnivis":
         weights = checkpoint.remote_code_to_omnivis(weights)
-    vision = {
-        name[len(VISION_PREFIX) :]: tensor
-        for name, tensor in weights.items()
-        if name.startswith(VISION_PREFIX)
-    }
-    if not vision:
-        raise CheckpointError(f"{path} holds no vision tower weights ({VISION_PREFIX}*)")
-    expected = {name: tensor.shape for name, tensor in model.vision_tower.state_dict().items()}
-    checkpoint.check_state(vision, expected, f"{path} (vision tower)")
-    model.vision_tower.load_state_dict(vision)
+    parts: list[tuple[str, nn.Module]] = [(VISION_PREFIX, model.vision_tower)]
+    parts += [(PROJECTOR_PREFIX, model.multi_modal_projector)] if projector else []
+    for prefix, module in parts:
+        state = {name[len(prefix) :]: tensor for name, tensor in weights.items() if name.startswith(prefix)}
+        if not state:
+            raise CheckpointError(f"{path} holds no {prefix.rstrip('.')} weights ({prefix}*)")
+        expected = {name: tensor.shape for name, tensor in module.state_dict().items()}
+        checkpoint.check_state(state, expected, f"{path} ({prefix.rstrip('.')})")
+        module.load_state_dict(state)
+    if projector:
+        trained_at = dataclasses.replace(model.config, image_size=image_processing_of(directory).size)
+        positions = model.multi_modal_projector.image_position_embed
+        positions.resample_(trained_at.grid_size, model.config.grid_size)
 
 
 def freeze(model: nn.Module, names: tuple[str, ...]) -> None:

@@ -156,6 +156,11 @@ def demo_cpu() -> TrainConfig:
       - at 256 px on the committed tower re-tagged there for 61.5 min (cells name shapes 0.71, see
         `omnivis.pretrain.tagging`): 0.349 / 2.06 / 0 (~450 steps of ~1.45 s), but region to category 0.50 and
         referring expressions 0.25 (8 queries each; baselines 0): naming begins, the rest needs more steps.
+      - 2026-12-05, a faster 2-core machine (497-836 steps in the limit): this recipe 0.404 / 2.35 / 0.0028 (781
+        steps); with 250 steps of the easy world first (`data.curriculum`) 0.389 / 2.76 / 0 (819); that with
+        the checkpoint's projector too (`model.vision_init_projector`) 0.372 / 2.56 / 0.0056 (836); at 256 px
+        with detection drawn 5/3 as often 0.375 / 2.17 / 0.0006 (497). In all of them the boxes are the
+        location tokens' prior, the same few places whatever the image, even on easy scenes of one shape.
     So captions beat the baseline in every run; VQA sits at the baseline, within the spread of runs
     (0.34-0.40), a little above it on average with VQA emphasised (0.382 over 5 runs, 0.362 over 2 without)
     at some cost to captions; detection barely leaves zero: ~600 steps place almost no box right.
