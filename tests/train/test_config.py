@@ -94,6 +94,10 @@ def test_wrong_fields_and_types_name_the_field(values: dict, message: str) -> No
         ("optim.schedule=exponential", "optim.schedule must be one of"),
         ("data.examples_per_image=0", "data.examples_per_image must be >= 1"),
         (["model.init=/some/checkpoint", "model.ordinal_locations=true"], "needs model.init=scratch"),
+        ("model.vision_init_projector=true", "takes the projector of model.vision_init: give that checkpoint"),
+        ('data.curriculum={"data/easy": 0}', r"data.curriculum\['data/easy'\] must be >= 1 steps, got 0"),
+        ('data.curriculum={"": 5}', "data.curriculum: a lesson must name a dataset directory"),
+        ('data.curriculum={"data/easy": "many"}', "data.curriculum"),
     ],
 )
 def test_out_of_range_values_are_refused(override: str | list[str], message: str) -> None:
