@@ -27,6 +27,7 @@ from omnivis.eval.comparison import (
     DOES_NOT_BEAT,
 )
 from omnivis.eval.evaluation import collect_queries
+from omnivis.loading import image_processing_of
 from omnivis.tasks import TASKS
 from omnivis.train.config import ModelSettings
 from omnivis.train.model_setup import build_predictor
@@ -257,7 +258,7 @@ def test_train_runs_the_whole_pipeline_and_a_rerun_replaces_the_run(tmp_path: Pa
     assert not (tmp_path / "train" / "checkpoints" / "step-00000002").exists()
 
 
-def test_training_starts_from_the_committed_vision_tower_when_there_is_one(
+def test_training_shares_the_committed_encoder_when_there_is_one(
     checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     launched: list[tuple[Any, int]] = []
@@ -273,8 +274,13 @@ def test_training_starts_from_the_committed_vision_tower_when_there_is_one(
     monkeypatch.setattr(demo, "DEFAULT_CHECKPOINT", checkpoint)
     demo.train_demo_model(tmp_path, tmp_path / "split", processes=1, **arguments)
     (scratch, two), (shared, one) = launched
-    assert (scratch.model.vision_init, scratch.model.freeze) == ("", ())
-    assert (shared.model.vision_init, shared.model.freeze) == (str(checkpoint), ("vision",))
+    assert (scratch.model.vision_init, scratch.model.freeze, scratch.model.image_size) == ("", (), 128)
+    assert scratch.model.ordinal_locations
+    assert shared.model.vision_init == str(checkpoint)
+    assert shared.model.freeze == ("vision", "projector", "text_encoder")
+    assert shared.model.vision_init_projector and shared.model.vision_init_text_encoder
+    assert shared.model.vision_init_token_table and not shared.model.ordinal_locations
+    assert shared.model.image_size == image_processing_of(checkpoint).size[0] == 64  # as it was saved
     # The global batch is the same whatever the number of processes.
     assert (two, scratch.batch_size, one, shared.batch_size) == (2, 8, 1, 16)
     with pytest.raises(InputError, match="processes must divide 16"):

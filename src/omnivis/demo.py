@@ -48,7 +48,7 @@ from omnivis.eval.outputs import _gallery
 from omnivis.eval.report import _draw_answer, _figure_html, _metrics_table_html, _shrink, _task_section
 from omnivis.images import load_image
 from omnivis.io import atomic_directory, atomic_write_json, atomic_write_text
-from omnivis.loading import load
+from omnivis.loading import image_processing_of, load
 from omnivis.predictor import Predictor
 from omnivis.tasks import TASKS
 
@@ -311,9 +311,10 @@ def train_demo_model(
 ) -> Path:
     """Trains the `demo-cpu` recipe on `split` into `out/train`; returns the last checkpoint.
 
-    The text side always starts from scratch; the vision tower starts from the committed checkpoint's and
-    stays frozen when that checkpoint is there (see `demo_cpu`). The run ends at the recipe's steps or the
-    time limit, whichever comes first. An earlier demo run in `out/train` is replaced.
+    When the committed checkpoint is there, the run shares its whole multimodal encoder and trains the decoder
+    from scratch (`on_shared_encoder`); without it, everything starts from scratch (see `demo_cpu`). The run
+    ends at the recipe's steps or the time limit, whichever comes first. An earlier demo run in `out/train` is
+    replaced.
 
     Args:
         processes: Local training processes (DDP); None: `TRAIN_PROCESSES`. The global batch stays
@@ -324,6 +325,7 @@ def train_demo_model(
         TrainingError: The run failed or wrote no checkpoint.
     """
     from omnivis.train import RECIPES, apply_overrides, train_local
+    from omnivis.train.recipes import on_shared_encoder
 
     processes = TRAIN_PROCESSES if processes is None else processes
     if not 1 <= processes <= DEMO_GLOBAL_BATCH or DEMO_GLOBAL_BATCH % processes:
@@ -336,9 +338,11 @@ def train_demo_model(
     settings = [f"out={json.dumps(str(run_dir))}", f"data.train={json.dumps(str(split))}", 'data.eval=""',
                 f"max_time_minutes={float(minutes)}", f"batch_size={DEMO_GLOBAL_BATCH // processes}"]  # fmt: skip
     settings += [f"steps={steps}"] if steps is not None else []
+    config = RECIPES["demo-cpu"]()
     if DEFAULT_CHECKPOINT.is_dir():
-        settings += [f"model.vision_init={json.dumps(str(DEFAULT_CHECKPOINT))}", 'model.freeze=["vision"]']
-    config = apply_overrides(RECIPES["demo-cpu"](), [*settings, *overrides])
+        trained_at = image_processing_of(DEFAULT_CHECKPOINT).size
+        config = on_shared_encoder(config, DEFAULT_CHECKPOINT, image_size=trained_at[0])
+    config = apply_overrides(config, [*settings, *overrides])
     return train_local(config, processes=processes, progress=progress)
 
 

@@ -64,3 +64,19 @@ def test_resample_stretches_the_used_rows_linearly_over_the_new_grid() -> None:
     assert torch.equal(table.column_embeddings.weight[:3], torch.tensor([[1.0, 1.0], [1.0, 2.0], [1.0, 3.0]]))
     with pytest.raises(ValueError, match="exceeds the position table"):
         table.resample_((3, 3), (9, 9))
+
+
+def test_fill_sinusoids_gives_every_row_and_column_the_code_of_its_index() -> None:
+    from omnivis.model.projector import PositionEmbedding2D
+
+    table = PositionEmbedding2D(max_positions=5, dim=8)  # each half is 4 channels: 2 frequencies
+    table.fill_sinusoids_()
+    for embeddings in (table.row_embeddings, table.column_embeddings):
+        for index in range(5):
+            for channel, frequency in enumerate([1.0, 10000**-0.5]):
+                angle = index * frequency
+                sine, cosine = embeddings.weight[index, 2 * channel : 2 * channel + 2].tolist()
+                assert (sine, cosine) == pytest.approx((math.sin(angle), math.cos(angle)), abs=1e-6)
+    grid = table(3, 2)  # (C, H, W): the cell (row 2, column 1) is [column 1's code, row 2's code]
+    columns, rows = table.column_embeddings.weight, table.row_embeddings.weight
+    assert torch.equal(grid[:, 2, 1], torch.cat([columns[1], rows[2]]))

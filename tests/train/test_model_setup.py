@@ -1,5 +1,5 @@
-"""Initial weights a run starts from: the ordinal location-token rows and a projector taken from another
-checkpoint, checked against hand computations."""
+"""Initial weights a run starts from: the ordinal location-token rows, the sinusoid image positions, and a
+projector and text encoder taken from another checkpoint, checked against hand computations."""
 
 from __future__ import annotations
 
@@ -7,10 +7,14 @@ import dataclasses
 import math
 from pathlib import Path
 
+import pytest
+import safetensors.torch
 import torch
 
 import omnivis
+from omnivis.errors import CheckpointError
 from omnivis.loading import bundled_tokenizer
+from omnivis.model.projector import sinusoid_table
 from omnivis.train.config import ModelSettings
 from omnivis.train.model_setup import build_predictor
 
@@ -66,3 +70,83 @@ def test_a_vision_init_projector_comes_with_its_positions_stretched_to_the_new_g
     assert torch.allclose(taken.image_position_embed.row_embeddings.weight[:4], expected, atol=1e-6)
     assert torch.equal(both.model.vision_tower.state_dict()["convs.0.conv.weight"],
                        source.model.vision_tower.state_dict()["convs.0.conv.weight"])  # fmt: skip
+
+
+def test_sinusoid_image_positions_replace_the_random_table_from_scratch() -> None:
+    settings = ModelSettings(preset="tiny", image_size=64, sinusoid_image_positions=True)
+    positions = build_predictor(settings, seed=0).model.multi_modal_projector.image_position_embed
+    rows = positions.row_embeddings.weight
+    assert torch.equal(rows, sinusoid_table(rows.shape[0], rows.shape[1]))
+    plain = build_predictor(dataclasses.replace(settings, sinusoid_image_positions=False), seed=0)
+    assert plain.model.multi_modal_projector.image_position_embed.row_embeddings.weight.std() < 0.05  # BART's
+
+
+def test_a_shared_text_encoder_takes_the_layers_and_leaves_the_token_table(tmp_path: Path) -> None:
+    source = build_predictor(ModelSettings(preset="tiny", image_size=64), seed=1)
+    omnivis.save(source, tmp_path / "source")
+    settings = ModelSettings(
+        preset="tiny", image_size=64, vision_init=str(tmp_path / "source"), vision_init_projector=True,
+        vision_init_text_encoder=True,
+    )  # fmt: skip
+    shared = build_predictor(settings, seed=2).model
+    fresh = build_predictor(ModelSettings(preset="tiny"), seed=2).model
+    taken = shared.language_model.encoder.state_dict()
+    for name, tensor in source.model.language_model.encoder.state_dict().items():
+        if name != "embed_tokens.weight":
+            assert torch.equal(taken[name], tensor), name
+    table = shared.language_model.shared.weight
+    assert torch.equal(table, fresh.language_model.shared.weight)  # the seed's, not the source's
+    assert not torch.equal(table, source.model.language_model.shared.weight)
+    assert shared.language_model.encoder.embed_tokens.weight.data_ptr() == table.data_ptr()  # still tied
+    assert shared.lm_head.weight.data_ptr() == table.data_ptr()
+    decoder_weight = shared.language_model.decoder.layers[0].fc1.weight  # the seed's
+    assert torch.equal(decoder_weight, fresh.language_model.decoder.layers[0].fc1.weight)
+
+
+def test_a_shared_token_table_is_the_checkpoint_s_and_stays_tied(tmp_path: Path) -> None:
+    source = build_predictor(ModelSettings(preset="tiny", image_size=64), seed=1)
+    omnivis.save(source, tmp_path / "source")
+    settings = ModelSettings(
+        preset="tiny", image_size=64, vision_init=str(tmp_path / "source"), vision_init_projector=True,
+        vision_init_text_encoder=True, vision_init_token_table=True,
+    )  # fmt: skip
+    model = build_predictor(settings, seed=2).model
+    table = model.language_model.shared.weight
+    assert torch.equal(table, source.model.language_model.shared.weight)
+    text = model.language_model
+    for alias in (model.lm_head, text.encoder.embed_tokens, text.decoder.embed_tokens):
+        assert alias.weight is table
+    fresh = build_predictor(ModelSettings(preset="tiny", image_size=64), seed=2).model
+    decoder_weight = model.language_model.decoder.layers[0].fc1.weight  # the decoder's layers: the seed's
+    assert torch.equal(decoder_weight, fresh.language_model.decoder.layers[0].fc1.weight)
+
+
+def test_a_text_encoder_missing_a_tensor_is_refused_by_name(tmp_path: Path) -> None:
+    source = build_predictor(ModelSettings(preset="tiny", image_size=64), seed=1)
+    omnivis.save(source, tmp_path / "source")
+    weights_path = tmp_path / "source" / "model.safetensors"
+    weights = safetensors.torch.load_file(weights_path)
+    del weights["language_model.encoder.layers.0.fc1.weight"]
+    safetensors.torch.save_file(weights, weights_path)
+    settings = ModelSettings(
+        preset="tiny", image_size=64, vision_init=str(tmp_path / "source"), vision_init_projector=True,
+        vision_init_text_encoder=True,
+    )  # fmt: skip
+    missing = r"language_model.encoder.*missing 1 tensor\(s\): layers.0.fc1.weight"
+    with pytest.raises(CheckpointError, match=missing):
+        build_predictor(settings, seed=2)
+
+
+def test_freezing_a_text_stack_leaves_the_token_table_to_embeddings() -> None:
+    def table_trains(*names: str) -> bool:
+        model = build_predictor(ModelSettings(preset="tiny", image_size=64, freeze=names), seed=0).model
+        assert model.lm_head.weight is model.language_model.shared.weight
+        return model.language_model.shared.weight.requires_grad
+
+    assert table_trains("text_encoder") and table_trains("text_decoder")
+    assert not table_trains("embeddings")
+    settings = ModelSettings(preset="tiny", image_size=64, freeze=("text_encoder",))
+    frozen = build_predictor(settings, seed=0).model
+    encoder = frozen.language_model.encoder
+    assert not any(parameter.requires_grad for parameter in encoder.layers.parameters())
+    assert all(parameter.requires_grad for parameter in frozen.language_model.decoder.layers.parameters())

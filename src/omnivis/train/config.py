@@ -46,12 +46,20 @@ class ModelSettings:
     # With vision_init, its projector too (the position table stretched to this input's grid): the image's
     # whole path into the text model, 2-D positions included.
     vision_init_projector: bool = False
+    # With vision_init_projector, its text encoder's layers too (not the token table, which is the decoder's
+    # and the LM head's): the whole multimodal encoder shared, the decoder and token table learnt.
+    vision_init_text_encoder: bool = False
+    # With vision_init_text_encoder, the token table too (the encoder's input, so prompts read as they were
+    # trained; tied to the decoder's input and the LM head): only the decoder's layers start from scratch.
+    vision_init_token_table: bool = False
     image_size: int = 0  # square input side in pixels; 0 keeps the preset's or checkpoint's (a change
     # from the checkpoint's interpolates the projector's position table: the high-resolution stage)
     dropout: float = -1.0  # the text model's dropout and attention dropout; -1 keeps the preset's
     freeze: tuple[str, ...] = ()  # names of FREEZABLE; frozen parameters get requires_grad=False
     ordinal_locations: bool = False  # from scratch: the 1,000 location tokens' embeddings (tied to the LM
     # head) start as sinusoids of their bin, so neighbouring bins start alike instead of unrelated
+    sinusoid_image_positions: bool = False  # from scratch: the projector's 2-D position table starts as
+    # sinusoids of the row and column (amplitude 1) instead of std 0.02, ~1% of a cell's features
     grad_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more time
     lora_rank: int = 0  # > 0 trains LoRA adapters (peft) of this rank instead of the full weights
     lora_alpha: float = 16.0
@@ -284,8 +292,27 @@ def _check_model(config: TrainConfig, need: _Need) -> None:
         not model.ordinal_locations or model.init == "scratch",
         "model.ordinal_locations shapes a model's initial weights: it needs model.init=scratch",
     )
+    need(
+        not model.sinusoid_image_positions or (model.init == "scratch" and not model.vision_init_projector),
+        "model.sinusoid_image_positions shapes a from-scratch projector: it needs model.init=scratch and no "
+        "model.vision_init_projector",
+    )
     need(not model.vision_init_projector or bool(model.vision_init),
          "model.vision_init_projector takes the projector of model.vision_init: give that checkpoint")  # fmt: skip
+    need(
+        not model.vision_init_text_encoder or model.vision_init_projector,
+        "model.vision_init_text_encoder reads what the checkpoint's projector gives it: it needs "
+        "model.vision_init_projector=true",
+    )
+    need(
+        not model.vision_init_token_table or model.vision_init_text_encoder,
+        "model.vision_init_token_table feeds the checkpoint's text encoder: it needs "
+        "model.vision_init_text_encoder=true",
+    )
+    need(
+        not (model.vision_init_token_table and model.ordinal_locations),
+        "model.ordinal_locations shapes a token table that model.vision_init_token_table replaces: drop one",
+    )
     need(model.lora_rank >= 0, f"model.lora_rank must be >= 0, got {model.lora_rank}")
     need(model.lora_alpha > 0, f"model.lora_alpha must be > 0, got {model.lora_alpha}")
     need(

@@ -26,6 +26,9 @@ from omnivis.train.config import FREEZABLE, ModelSettings
 
 VISION_PREFIX = "vision_tower."
 PROJECTOR_PREFIX = "multi_modal_projector."
+TEXT_ENCODER_PREFIX = "language_model.encoder."
+TOKEN_TABLE_PREFIX = "language_model.shared."
+_SHARED_TOKEN_TABLE = ("embed_tokens.weight",)  # the encoder's name for language_model.shared
 
 
 def build_predictor(settings: ModelSettings, seed: int) -> Predictor:
@@ -43,14 +46,18 @@ def build_predictor(settings: ModelSettings, seed: int) -> Predictor:
             model = Florence2(_adjusted(config, settings))
         if settings.ordinal_locations:
             order_location_embeddings(model, [tokenizer.location_token_id(k) for k in range(NUM_BINS)])
+        if settings.sinusoid_image_positions:
+            model.multi_modal_projector.image_position_embed.fill_sinusoids_()
         processing = ImageProcessing(size=model.config.image_size)
         predictor = Predictor(model, tokenizer, florence_generation_defaults(tokenizer), processing)
     else:
         predictor = load(settings.init)
         predictor = _refit(predictor, settings)
     if settings.vision_init:
-        projector = settings.vision_init_projector
-        load_vision_tower(predictor.model, Path(settings.vision_init), projector=projector)
+        load_vision_tower(
+            predictor.model, Path(settings.vision_init), projector=settings.vision_init_projector,
+            text_encoder=settings.vision_init_text_encoder, token_table=settings.vision_init_token_table,
+        )  # fmt: skip
     freeze(predictor.model, settings.freeze)
     if settings.lora_rank > 0:
         from omnivis.train.lora import add_adapters  # peft is optional
@@ -110,14 +117,20 @@ def _refit(predictor: Predictor, settings: ModelSettings) -> Predictor:
     return dataclasses.replace(predictor, model=model, image_processing=processing)
 
 
-def load_vision_tower(model: Florence2, directory: Path, *, projector: bool = False) -> None:
-    """Replaces the vision tower's weights (and with `projector` the projector's) by another checkpoint's.
+def load_vision_tower(
+    model: Florence2, directory: Path, *, projector: bool = False, text_encoder: bool = False,
+    token_table: bool = False,
+) -> None:  # fmt: skip
+    """Replaces the vision tower's weights (and the projector's, text encoder's, token table's) by another's.
 
     The directory may hold any supported layout. A projector's 2-D position table is stretched from the grid
-    that checkpoint was trained at to this model's, as the high-resolution stage does.
+    that checkpoint was trained at to this model's, as the high-resolution stage does. `text_encoder` takes
+    the encoder's layers and position table, not the token table it shares with the decoder and the LM head:
+    `token_table` takes that one.
 
     Raises:
-        CheckpointError: No vision tower (or projector) in it, or tensors whose names or shapes do not fit.
+        CheckpointError: No vision tower (or projector, text encoder, token table) in it, or tensors whose
+            names or shapes do not fit.
     """
     if not directory.is_dir():
         raise CheckpointError(f"model.vision_init: {directory} is not a checkpoint directory")
@@ -130,13 +143,19 @@ def load_vision_tower(model: Florence2, directory: Path, *, projector: bool = Fa
         weights = checkpoint.remote_code_to_omnivis(weights)
     parts: list[tuple[str, nn.Module]] = [(VISION_PREFIX, model.vision_tower)]
     parts += [(PROJECTOR_PREFIX, model.multi_modal_projector)] if projector else []
+    parts += [(TEXT_ENCODER_PREFIX, model.language_model.encoder)] if text_encoder else []
+    parts += [(TOKEN_TABLE_PREFIX, model.language_model.shared)] if token_table else []
     for prefix, module in parts:
         state = {name[len(prefix) :]: tensor for name, tensor in weights.items() if name.startswith(prefix)}
+        expected = {name: tensor.shape for name, tensor in module.state_dict().items()}
+        # The encoder's token table is the model's shared one (decoder input and LM head too): it stays.
+        for name in _SHARED_TOKEN_TABLE if module is model.language_model.encoder else ():
+            state.pop(name, None)
+            expected.pop(name, None)
         if not state:
             raise CheckpointError(f"{path} holds no {prefix.rstrip('.')} weights ({prefix}*)")
-        expected = {name: tensor.shape for name, tensor in module.state_dict().items()}
         checkpoint.check_state(state, expected, f"{path} ({prefix.rstrip('.')})")
-        module.load_state_dict(state)
+        module.load_state_dict(state, strict=False)  # strict: check_state compared every name and shape
     if projector:
         trained_at = dataclasses.replace(model.config, image_size=image_processing_of(directory).size)
         positions = model.multi_modal_projector.image_position_embed
@@ -147,11 +166,14 @@ def freeze(model: nn.Module, names: tuple[str, ...]) -> None:
     """Sets requires_grad=False on every parameter under the named parts (see `config.FREEZABLE`).
 
     The optimizer is built from trainable parameters only, so a frozen weight is neither updated nor decayed.
+    A tied parameter goes by its first name alone: the token table, which both text stacks embed with and the
+    LM head reads, is `language_model.shared`, frozen by `embeddings` and not by `text_encoder` (whose
+    `embed_tokens` it also is): freezing the encoder must not fix the decoder's output layer.
     """
     prefixes = tuple(prefix for name in names for prefix in FREEZABLE[name])
     if not prefixes:
         return
-    for name, parameter in model.named_parameters(remove_duplicate=False):
+    for name, parameter in model.named_parameters():  # tied parameters once, under their first name
         if name.startswith(prefixes):
             parameter.requires_grad_(False)
 

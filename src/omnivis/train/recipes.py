@@ -119,54 +119,42 @@ DEMO_MIXTURE: dict[str, float] = {
 
 
 def demo_cpu() -> TrainConfig:
-    """What `omnivis demo --train` runs: the `tiny` model in about 11 minutes of 2 CPU cores.
+    """What `omnivis demo --train` runs: a `tiny` model in about 11 minutes of 2 CPU cores.
 
     Command:
         omnivis demo --train          (two processes under torchrun, 8 images each a step)
-    Inputs are 128 px (a 4x4 grid): a quarter of the native pixels, so ~3x the examples a second. When the
-    committed checkpoint is there, the demo adds `model.vision_init=<it>` and `model.freeze=["vision"]`: a
-    vision tower trained on this world (at 256 px, re-tagged to name shapes; here run at 128), kept fixed (no
-    backward through it, so faster steps), and everything after it learnt from scratch.
+    When the committed checkpoint is there, the demo runs this on its whole multimodal encoder
+    (`on_shared_encoder`: tower, projector, text encoder and token table taken, all but the token table
+    frozen, 256 px) and only the decoder's layers learn from scratch; without it, everything does, at 128 px
+    with ordered location tokens (`model.ordinal_locations`), as below.
+    Expected time: ~1.06 s a step on the shared encoder, so the demo's time limit (~11 minutes of training)
+    ends the run at ~630 steps; the whole `omnivis demo --train` took 11 min 40 s (2026-12-05).
     The learning rate is the one that learns to see in time (measured on 600 steps, 2026-12-03): at 1e-3
     with 50 warm-up steps the text side settles on answers that ignore the image (`image_reliance` 0.0000 at
-    step 200, 0.0004 at 600); at 6e-4 with 200 it reads it from step ~200 (0.005 at 200, 0.031 at 300,
-    0.057 at 600) and brief-caption CIDEr on the held-out split went from 0.54 to 1.58. Location tokens start
-    ordered (`model.ordinal_locations`); its effect alone was not measured.
-    Expected time: ~0.68 s a step with 2 processes on 2 cores: 850 steps in 9.6 minutes; the whole
-    `omnivis demo --train` in 9 min 51 s (measured 2026-12-03). On 2026-12-04 a 2-core machine ran 1.05-1.2 s
-    a step, and the demo's time limit (~11 minutes of training) ended the runs at 542-619 steps (the demo
-    11 min 40 s - 11 min 46 s).
-    VQA answers weigh 4 in the loss (`optim.task_loss_weights`): an answer is a token or two beside a
-    detection's dozens, so unweighted VQA barely moves the gradient and the run learns the questions' priors.
+    step 200, 0.0004 at 600); at 6e-4 with 200 it reads it from step ~200 and brief-caption CIDEr went from
+    0.54 to 1.58. VQA answers weigh 4 in the loss (`optim.task_loss_weights`): an answer is a token or two
+    beside a detection's dozens, so unweighted VQA barely moves the gradient and the run learns the priors.
     Expected result (held-out seed 7, 48 scenes: every one of its ~640 questions, whose baseline is each
     question's majority training answer, 0.375; 32 brief captions, baseline CIDEr 0.45; 32 detections,
-    baseline AP50 0), measured 2026-12-04 on runs the time limit ended at 541-719 steps, VQA / CIDEr / AP50:
-      - VQA weighted 4 (this recipe): 0.393 / 1.01 / 0.0007 (542 steps) and 0.383 / 1.08 / 0.0010 (541
-        steps; `omnivis demo --train` as then shipped: 11 min 36 s, 6 of 16 tasks beaten); on the tower of the
-        checkpoint committed later that day (its stage 5 in models/README.md, cells name shapes at 0.65 at
-        256 px): 0.400 / 2.51 / 0.0033 (719 steps of ~0.92 s; 11 min 32 s, 7 of 16 tasks beaten).
-      - VQA weighted 8: 0.402 / 0.80 / 0.0005 (619 steps; count questions 0.586 vs 0.545) and 0.341 / 0.98 /
-        0.0025 (597 steps; count 0.481).
-      - unweighted: 0.356 / 1.65 / 0.0033 (553 steps; count 0.478) and 0.369 / 1.03 / 0.0012 (574 steps).
-      - unweighted with VQA drawn 3x as often (mixture 15): 0.389 / 0.95 / 0.0006 (574 steps).
-      - this recipe on the committed tower re-tagged at 128 px (`omnivis pretrain tagging --init <it>
-        --image-size 128 --steps 400 --batch-size 32 --crops-per-image 4 --crop-size 32`, 15 min): 0.396 /
-        2.17 / 0.0002 (627 steps). Its cells name colours far better at 128 px (probe 0.72, was 0.28) but not
-        shapes (0.20, was 0.18; chance 0.14), and colour questions stayed at 0.08: each names its shape.
-      - at 256 px on the committed tower re-tagged there for 61.5 min (cells name shapes 0.71, see
-        `omnivis.pretrain.tagging`): 0.349 / 2.06 / 0 (~450 steps of ~1.45 s), but region to category 0.50 and
-        referring expressions 0.25 (8 queries each; baselines 0): naming begins, the rest needs more steps.
-      - 2026-12-05, a faster 2-core machine (497-836 steps in the limit): this recipe 0.404 / 2.35 / 0.0028 (781
-        steps); with 250 steps of the easy world first (`data.curriculum`) 0.389 / 2.76 / 0 (819); that with
-        the checkpoint's projector too (`model.vision_init_projector`) 0.372 / 2.56 / 0.0056 (836); at 256 px
-        with detection drawn 5/3 as often 0.375 / 2.17 / 0.0006 (497). In all of them the boxes are the
-        location tokens' prior, the same few places whatever the image, even on easy scenes of one shape.
-    So captions beat the baseline in every run; VQA sits at the baseline, within the spread of runs
-    (0.34-0.40), a little above it on average with VQA emphasised (0.382 over 5 runs, 0.362 over 2 without)
-    at some cost to captions; detection barely leaves zero: ~600 steps place almost no box right.
-    Earlier variants, judged on 16 scenes (211 questions) and unweighted, did worse: ending the
-    schedule inside the limit (600 steps: CIDEr 1.23, VQA 0.360), the tower's own 256 px (~1.45 s a step,
-    ~480 steps: CIDEr 1.54, AP50 0).
+    baseline AP50 0), VQA / CIDEr / AP50 in runs the ~11-minute limit ended, on 2 cores, 2026-12-05:
+      - the shared encoder (what the demo runs): 0.432 / 3.01 / 0.198 (621 steps of ~1.06 s; region
+        proposals AP50 0.21, region to category 0.50, 12 of 16 tasks beaten) and, as `omnivis demo --train`,
+        0.424 / 2.82 / 0.239 (630 steps; proposals 0.28, region to category 0.38, 11 of 16).
+      - that with the token table learnt from scratch (`vision_init_token_table` off): 0.382 / 3.11 / 0.137
+        (632 steps; 11 of 16): prompts in unknown embeddings, so the frozen encoder reads no question.
+      - tower, projector and text encoder taken, all trainable but the tower: 0.349 / 2.72 / 0.0006 (545
+        steps of ~1.23 s); with the text encoder frozen but, through the tie (since fixed: `model_setup.
+        freeze`), the random token table and LM head frozen too: 0.394 / 2.21 / 0.031 (795 steps).
+      - the committed tower alone, frozen, the rest from scratch at 128 px (the demo until 2026-12-05): 0.404
+        / 2.35 / 0.0028 (781 steps); with the projector's positions as sinusoids (`model.
+        sinusoid_image_positions`, boxes then move with the image but miss) 0.375 / 2.27 / 0.0067 (767);
+        with location smoothing over 60 bins at 0.6: 0.375 / 2.67 / 0.0005 (744); with 250 steps of the easy
+        world first (`data.curriculum`) 0.389 / 2.76 / 0 (819); with the checkpoint's projector 0.372 / 2.56
+        / 0.0056 (836). On 2026-12-04 the same recipe and its variants (VQA weighted 1, 4 or 8, drawn 3x,
+        a re-tagged tower at 128 or 256 px) gave VQA 0.34-0.40, CIDEr 0.8-2.5 and AP50 below 0.004: in all
+        of them the boxes were the location tokens' prior, the same few places whatever the image.
+    So a decoder from scratch learns to read a trained encoder in ~600 steps, while ~800 steps are far too
+    few to learn the encoder's side of seeing where things are.
     """
     return TrainConfig(
         model=ModelSettings(preset="tiny", image_size=128, dropout=0.0, ordinal_locations=True),
@@ -183,6 +171,22 @@ def demo_cpu() -> TrainConfig:
     )  # fmt: skip
 
 
+def on_shared_encoder(config: TrainConfig, checkpoint: str | Path, image_size: int) -> TrainConfig:
+    """`config` on the whole multimodal encoder of `checkpoint`: only the decoder's layers learn from scratch.
+
+    What `omnivis demo --train` runs when the committed checkpoint is there (measured in `demo_cpu`): the
+    vision tower, projector, text encoder and token table are the checkpoint's; all but the token table stay
+    frozen (it is also the LM head, which the new decoder must fit); inputs are the `image_size` those were
+    trained at.
+    """
+    model = replace(
+        config.model, vision_init=str(checkpoint), vision_init_projector=True, vision_init_text_encoder=True,
+        vision_init_token_table=True, ordinal_locations=False, image_size=image_size,
+        freeze=("vision", "projector", "text_encoder"),
+    )  # fmt: skip
+    return replace(config, model=model)
+
+
 RECIPES: dict[str, Callable[[], TrainConfig]] = {
     "tiny-world-cpu": tiny_world_cpu,
     "tiny-world-gpu": tiny_world_gpu,
@@ -197,9 +201,12 @@ def smoke(
     """`config` shrunk to a few seconds on a CPU: 3 steps of 2 images, on `data`, into `out`."""
     model = replace(config.model, init=str(init) if init is not None else config.model.init or "scratch")
     if model.init == "scratch":  # a tiny model of 64 px, without the recipe's pre-trained, frozen tower
-        model = replace(model, preset="tiny", image_size=64, vision_init="", freeze=())
+        model = replace(
+            model, preset="tiny", image_size=64, vision_init="", vision_init_projector=False,
+            vision_init_text_encoder=False, vision_init_token_table=False, freeze=(),
+        )  # fmt: skip
     else:  # a checkpoint's weights: nothing left to initialise
-        model = replace(model, ordinal_locations=False)
+        model = replace(model, ordinal_locations=False, sinusoid_image_positions=False)
     return replace(
         config, model=model, data=replace(config.data, train=str(data), eval="", num_workers=0),
         steps=3, batch_size=2, accumulation=1, device="cpu", precision="float32", out=str(out), log_every=1,
