@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo_model.add_argument(
         "--train",
         action="store_true",
-        help="train a tiny model from scratch on the CPU first (~10 min on 2 cores, 15 at most)",
+        help="train a tiny model on the CPU first: a new decoder on the committed encoder (~12 min on 2 cores, "
+        "15 at most)",
     )
     demo.add_argument(
         "--train-minutes", type=float, help="training time limit (default: what the 15-minute budget leaves)"

@@ -1,7 +1,7 @@
 """The main job out of the box: `omnivis demo` (what `make demo` runs).
 
 A fresh world split no training run has seen (seed `DEMO_SEED`); a model (the committed `tiny` checkpoint,
-one given, or with `train=True` one trained here from scratch on the CPU within a time limit); every task
+one given, or with `train=True` one trained here on the CPU within a time limit); every task
 evaluated on the split beside the trivial baseline (`omnivis.eval.baselines`) on the same queries, with a
 verdict per task; every task run on bundled photographs (no truth); and `report.html` showing all of it.
 
@@ -229,7 +229,7 @@ def _check_arguments(
     photos: int, queries_per_task: int | None,
 ) -> None:  # fmt: skip
     if train and model is not None:
-        raise InputError("train=True trains a model from scratch; do not also give a model")
+        raise InputError("train=True trains its own model; do not also give a model")
     _check_count("scenes", scenes, 1)
     _check_count("photos", photos, 0)
     _check_count("train_steps", train_steps, 1, optional=True)

@@ -30,7 +30,7 @@ from omnivis.pretrain.tagging import (
     tagging_loss,
 )
 from omnivis.train.config import ModelSettings
-from omnivis.train.model_setup import build_predictor, load_vision_tower
+from omnivis.train.model_setup import build_predictor, load_encoder_parts
 from omnivis.world import VARIANTS, generate_record
 
 
@@ -158,7 +158,7 @@ def test_a_short_run_learns_and_its_tower_starts_training(easy_world: Path, tmp_
     assert any(
         not torch.equal(trained[name], tensor) for name, tensor in fresh.vision_tower.state_dict().items()
     )
-    load_vision_tower(fresh, result.checkpoint)
+    load_encoder_parts(fresh, result.checkpoint)
     assert all(torch.equal(trained[name], tensor) for name, tensor in fresh.vision_tower.state_dict().items())
 
 

@@ -42,7 +42,7 @@ class ModelSettings:
 
     preset: str = "tiny"  # a shape of omnivis.model.presets.PRESETS, used when init is "scratch"
     init: str = "scratch"  # "scratch", or a checkpoint directory: omnivis's own or official Florence-2
-    vision_init: str = ""  # a checkpoint directory whose vision tower (alone) starts the encoder; "" = none
+    vision_init: str = ""  # a checkpoint whose vision tower (and, below, more) starts the model; "" = none
     # With vision_init, its projector too (the position table stretched to this input's grid): the image's
     # whole path into the text model, 2-D positions included.
     vision_init_projector: bool = False

@@ -54,7 +54,7 @@ def build_predictor(settings: ModelSettings, seed: int) -> Predictor:
         predictor = load(settings.init)
         predictor = _refit(predictor, settings)
     if settings.vision_init:
-        load_vision_tower(
+        load_encoder_parts(
             predictor.model, Path(settings.vision_init), projector=settings.vision_init_projector,
             text_encoder=settings.vision_init_text_encoder, token_table=settings.vision_init_token_table,
         )  # fmt: skip
@@ -117,7 +117,7 @@ def _refit(predictor: Predictor, settings: ModelSettings) -> Predictor:
     return dataclasses.replace(predictor, model=model, image_processing=processing)
 
 
-def load_vision_tower(
+def load_encoder_parts(
     model: Florence2, directory: Path, *, projector: bool = False, text_encoder: bool = False,
     token_table: bool = False,
 ) -> None:  # fmt: skip

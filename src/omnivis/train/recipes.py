@@ -143,8 +143,8 @@ def demo_cpu() -> TrainConfig:
       - that with the token table learnt from scratch (`vision_init_token_table` off): 0.382 / 3.11 / 0.137
         (632 steps; 11 of 16): prompts in unknown embeddings, so the frozen encoder reads no question.
       - tower, projector and text encoder taken, all trainable but the tower: 0.349 / 2.72 / 0.0006 (545
-        steps of ~1.23 s); with the text encoder frozen but, through the tie (since fixed: `model_setup.
-        freeze`), the random token table and LM head frozen too: 0.394 / 2.21 / 0.031 (795 steps).
+        steps of ~1.23 s); with the text encoder frozen, and through the tie the random token table and LM
+        head too (since fixed in `model_setup.freeze`): 0.394 / 2.21 / 0.031 (795 steps).
       - the committed tower alone, frozen, the rest from scratch at 128 px (the demo until 2026-12-05): 0.404
         / 2.35 / 0.0028 (781 steps); with the projector's positions as sinusoids (`model.
         sinusoid_image_positions`, boxes then move with the image but miss) 0.375 / 2.27 / 0.0067 (767);
