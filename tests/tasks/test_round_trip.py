@@ -113,7 +113,8 @@ def assert_round_trip(example: Example, size: tuple[int, int]) -> None:
 def expected_counts(record: Record) -> Counter:
     """Examples each task should give for a record, stated from the annotations alone (the serializers'
     documented rules): crowd regions are no object; segmentation needs polygons; a region-to-description
-    needs a description; open-vocabulary detection asks once per category."""
+    needs a description; open-vocabulary detection asks once per category and once per referring
+    expression."""
     objects = [region for region in record.regions if not region.is_crowd]
     referred = [
         referring
@@ -121,6 +122,7 @@ def expected_counts(record: Record) -> Counter:
         if not 0 <= referring.region < len(record.regions) or record.regions[referring.region].polygons
     ]
     levels = Counter(caption.level for caption in record.captions)
+    categories = len({region.category for region in objects})
     return Counter(
         {
             "<OCR>": int(bool(record.text_lines)),
@@ -134,7 +136,7 @@ def expected_counts(record: Record) -> Counter:
             "<CAPTION_TO_PHRASE_GROUNDING>": len(record.groundings),
             "<REFERRING_EXPRESSION_SEGMENTATION>": len(referred),
             "<REGION_TO_SEGMENTATION>": sum(1 for region in objects if region.polygons),
-            "<OPEN_VOCABULARY_DETECTION>": len({region.category for region in objects}),
+            "<OPEN_VOCABULARY_DETECTION>": categories + len(record.referring),
             "<REGION_TO_CATEGORY>": len(objects),
             "<REGION_TO_DESCRIPTION>": sum(1 for region in objects if region.description),
             "<REGION_TO_OCR>": len(record.text_lines),

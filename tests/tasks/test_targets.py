@@ -130,7 +130,12 @@ EXPECTED_TARGETS = {
     ],
     "<REFERRING_EXPRESSION_SEGMENTATION>": [("the red star on the right", STAR_SEGMENT)],
     "<REGION_TO_SEGMENTATION>": [(SQUARE, SQUARE_SEGMENTS), (STAR_RIGHT, STAR_SEGMENT)],
-    "<OPEN_VOCABULARY_DETECTION>": [("square", f"square{LEFT}"), ("star", f"star{TOP}{RIGHT}")],
+    "<OPEN_VOCABULARY_DETECTION>": [
+        ("square", f"square{LEFT}"),
+        ("star", f"star{TOP}{RIGHT}"),
+        ("the red star on the right", f"the red star on the right{RIGHT}"),
+        ("the small star", f"the small star{TOP}"),
+    ],
     "<REGION_TO_CATEGORY>": [
         (STAR_TOP, f"star{TOP}"),
         (SQUARE, f"square{LEFT}"),
@@ -177,13 +182,16 @@ def test_answers_hold_the_records_exact_coordinates() -> None:
         "bboxes": [list(STAR_TOP), list(STAR_RIGHT), list(SQUARE)],
         "labels": ["Two stars", "Two stars", "a blue square"],
     }
-    stars = examples("<OPEN_VOCABULARY_DETECTION>", SCENE)[1]
+    _, stars, red_star, _ = examples("<OPEN_VOCABULARY_DETECTION>", SCENE)
     assert stars.answer == {
         "bboxes": [list(STAR_TOP), list(STAR_RIGHT)],
         "bboxes_labels": ["star", "star"],
         "polygons": [],
         "polygons_labels": [],
     }
+    expression = "the red star on the right"
+    assert red_star.answer == {"bboxes": [list(STAR_RIGHT)], "bboxes_labels": [expression], "polygons": [],
+                               "polygons_labels": []}  # fmt: skip
     square = examples("<REGION_TO_SEGMENTATION>", SCENE)[0]
     assert square.answer == {"polygons": [[list(polygon) for polygon in SQUARE_POLYGONS]], "labels": [""]}
     (lines,) = examples("<OCR_WITH_REGION>", SCENE)
@@ -194,6 +202,15 @@ def test_answers_hold_the_records_exact_coordinates() -> None:
     # Plain-text answers are the target itself, location tokens included for region-to-text tasks.
     assert all(example.answer == example.target for example in examples("<REGION_TO_CATEGORY>", SCENE))
     assert examples("<OCR>", SCENE)[0].answer == SCENE.ocr_text()
+
+
+def test_a_referring_expression_may_name_a_crowd_region() -> None:
+    # Detection leaves crowd regions out, but an expression that names one is answered with its box, as
+    # `omnivis eval` scores it.
+    crowd = dataclasses.replace(SCENE, referring=(ReferringExpression("the people", 3, HUMAN),))
+    people = examples("<OPEN_VOCABULARY_DETECTION>", crowd)[-1]
+    assert (people.input, people.target) == ("the people", "the people" + loc(0, 0, 999, 999))
+    assert people.answer["bboxes"] == [[0.0, 0.0, 1000.0, 500.0]]
 
 
 def test_quantization_of_a_640_by_480_image_by_hand() -> None:
@@ -371,8 +388,10 @@ def test_texts_and_inputs_that_cannot_be_written() -> None:
     assert "question 0" in refusal("<VQA>", question)
     dangling = dataclasses.replace(SCENE, referring=(ReferringExpression("the star", 7, HUMAN),))
     assert "names region 7, which does not exist" in refusal("<REFERRING_EXPRESSION_SEGMENTATION>", dangling)
+    assert "names region 7, which does not exist" in refusal("<OPEN_VOCABULARY_DETECTION>", dangling)
     expression = dataclasses.replace(SCENE, referring=(ReferringExpression("", 0, HUMAN),))
     assert "referring expression 0 is empty" in refusal("<REFERRING_EXPRESSION_SEGMENTATION>", expression)
+    assert "referring expression 0 is empty" in refusal("<OPEN_VOCABULARY_DETECTION>", expression)
 
 
 @pytest.fixture(scope="module")
@@ -419,7 +438,9 @@ def test_all_examples_reports_each_refusal_and_keeps_the_rest(tokenizer) -> None
     by_task = {task: [example for example in made if example.task == task] for task in TASKS}
     # Detection needs every object, so the whole example goes; per-item tasks lose only the bad item.
     assert by_task["<OD>"] == []
-    assert [example.input for example in by_task["<OPEN_VOCABULARY_DETECTION>"]] == ["square", "star"]
+    # The referring expressions still name region 0 by its box.
+    queries = [example.input for example in by_task["<OPEN_VOCABULARY_DETECTION>"]]
+    assert queries == ["square", "star", "the red star on the right", "the small star"]
     assert [example.target for example in by_task["<VQA>"]] == ["two"]
     assert len(by_task["<REGION_TO_CATEGORY>"]) == 3  # plain text keeps non-ASCII
     assert [(item.image_id, item.task) for item in refused] == [

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from omnivis.data.records import Box, Record, Region
 from omnivis.tasks.locations import format_box
 from omnivis.tasks.parsing import BANNED_GROUNDING_PHRASES
+from omnivis.tasks.serializers import open_vocabulary_answer
 
 TaskInput = str | Box | None
 QueryKind = Literal["image", "category", "referring", "region", "question", "caption"]
@@ -138,16 +139,12 @@ def _open_vocabulary(record: Record, task: str) -> Iterator[Query]:
             if region.category == category
         ]
         boxes = [list(item.box) for item in truth if not item.is_crowd]
-        answer = _open_vocabulary_answer(boxes, category)
+        answer = open_vocabulary_answer(boxes, category)
         yield Query(record.image_id, task, category, "category", size, truth, answer)
     for referring in record.referring:
         box = record.regions[referring.region].box
-        answer = _open_vocabulary_answer([list(box)], referring.expression)
+        answer = open_vocabulary_answer([list(box)], referring.expression)
         yield Query(record.image_id, task, referring.expression, "referring", size, box, answer)
-
-
-def _open_vocabulary_answer(boxes: list[list[float]], label: str) -> dict[str, Any]:
-    return {"bboxes": boxes, "bboxes_labels": [label] * len(boxes), "polygons": [], "polygons_labels": []}
 
 
 def _grounding(record: Record, task: str) -> Iterator[Query]:

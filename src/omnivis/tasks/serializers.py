@@ -5,7 +5,7 @@ Formats (the official checkpoints' outputs, e.g. transformers.js's Florence-2 po
 - boxes are the four location tokens x0 y0 x1 y1, each after its label: detection writes the category before
   every box (`car<loc..>x4wheel<loc..>x4`), dense region captions the region's phrase, region proposals no
   label, phrase grounding each phrase in caption order followed by all its boxes, open-vocabulary detection
-  the query (a category) followed by every box of that category;
+  the query (a category, or a referring expression) followed by every box it names;
 - OCR with regions writes each line's text then the eight location tokens of its quadrilateral (corners
   clockwise from the top-left), the lines back to back in reading order; `<OCR>` joins the lines with "\n"
   (official checkpoints join them with nothing, which loses the line breaks; `Record.ocr_text` keeps them);
@@ -18,7 +18,8 @@ Formats (the official checkpoints' outputs, e.g. transformers.js's Florence-2 po
 
 Orders are deterministic: regions in raster order of their quantized box (`raster_key`), examples of one
 record in the order of its annotations (referring expressions, groundings, questions, captions, text lines),
-open-vocabulary queries alphabetically. Crowd regions are left out of the region tasks (`_place_regions`).
+open-vocabulary queries by category alphabetically, then by expression. Crowd regions are left out of the
+region tasks (`_place_regions`), except as the region a referring expression names.
 """
 
 from __future__ import annotations
@@ -281,7 +282,9 @@ def region_proposal(record: Record) -> list[Item]:
 
 def open_vocabulary_detection(record: Record) -> list[Item]:
     """`<OPEN_VOCABULARY_DETECTION>`: one example per distinct category (alphabetically), the category as
-    query and target label, followed by the boxes of all its regions."""
+    query and target label, followed by the boxes of all its regions; then one per referring expression, in
+    order, the expression as query and label, followed by its region's box (referring expression
+    comprehension, which the paper asks of this task and `omnivis eval` scores)."""
     task = "<OPEN_VOCABULARY_DETECTION>"
     placed, refused = _place_regions(record, task)
     if refused:
@@ -290,16 +293,38 @@ def open_vocabulary_detection(record: Record) -> list[Item]:
     def build(category: str) -> Example:
         _check_text(category, f"category {category!r}", single_line=True, ascii_only=True)
         boxes = [item for item in placed if item.region.category == category]
-        answer = {
-            "bboxes": [list(item.region.box) for item in boxes],
-            "bboxes_labels": [category] * len(boxes),
-            "polygons": [],
-            "polygons_labels": [],
-        }
+        answer = open_vocabulary_answer([item.region.box for item in boxes], category)
         return Example(task, category, category + "".join(item.tokens for item in boxes), answer)
 
+    def build_referring(index: int) -> Example:
+        referring = record.referring[index]
+        what = f"referring expression {index}"
+        _check_text(referring.expression, what, single_line=True, ascii_only=True)
+        if not 0 <= referring.region < len(record.regions):
+            raise _Refusal(f"{what} names region {referring.region}, which does not exist")
+        box = record.regions[referring.region].box
+        if referring.region in placed_by_index:
+            tokens = placed_by_index[referring.region].tokens
+        else:  # a crowd region, left out of the region list but named here: its own box is the answer
+            _check_box(box, record.image_size, f"region {referring.region}")
+            tokens = format_locations(_quantize_all([box], record.image_size)[0])
+        answer = open_vocabulary_answer([box], referring.expression)
+        return Example(task, referring.expression, referring.expression + tokens, answer)
+
+    placed_by_index = {item.index: item for item in placed}
     categories = sorted({item.region.category for item in placed})
-    return [_attempt(record, task, functools.partial(build, category)) for category in categories]
+    by_category = [_attempt(record, task, functools.partial(build, category)) for category in categories]
+    expressions = range(len(record.referring))
+    by_expression = [
+        _attempt(record, task, functools.partial(build_referring, index)) for index in expressions
+    ]
+    return by_category + by_expression
+
+
+def open_vocabulary_answer(boxes: Sequence[Sequence[float]], label: str) -> dict[str, Any]:
+    """The answer `post_process` gives back for an open-vocabulary query `label` whose objects are `boxes`."""
+    return {"bboxes": [list(box) for box in boxes], "bboxes_labels": [label] * len(boxes), "polygons": [],
+            "polygons_labels": []}  # fmt: skip
 
 
 def phrase_grounding(record: Record) -> list[Item]:
