@@ -127,8 +127,8 @@ def demo_cpu() -> TrainConfig:
     (`on_shared_encoder`: tower, projector, text encoder and token table taken, all but the token table
     frozen, 256 px) and only the decoder's layers learn from scratch; without it, everything does, at 128 px
     with ordered location tokens (`model.ordinal_locations`), as below.
-    Expected time: ~1.06-1.19 s a step on the shared encoder, so the demo's time limit (~11 minutes of
-    training) ends the run at 550-630 steps; the whole `omnivis demo --train` took 11 min 40-46 s (2026-12-05).
+    Expected time: ~1.06-1.3 s a step on the shared encoder, so the demo's time limit (~11 minutes of
+    training) ends the run at 500-630 steps; the whole `omnivis demo --train` took 11 min 40-54 s (2026-12-05).
     The learning rate is the one that learns to see in time (measured on 600 steps, 2026-12-03): at 1e-3
     with 50 warm-up steps the text side settles on answers that ignore the image (`image_reliance` 0.0000 at
     step 200, 0.0004 at 600); at 6e-4 with 200 it reads it from step ~200 and brief-caption CIDEr went from
@@ -138,9 +138,9 @@ def demo_cpu() -> TrainConfig:
     question's majority training answer, 0.375; 32 brief captions, baseline CIDEr 0.45; 32 detections,
     baseline AP50 0), VQA / CIDEr / AP50 in runs the ~11-minute limit ended, on 2 cores, 2026-12-05:
       - the shared encoder of the checkpoint committed later on 2026-12-05 (stage 5f, its tower trained
-        further): 0.391 / 3.60 / 0.373 as `omnivis demo --train` (11 min 46 s, 550 steps of ~1.19 s; region
-        to category 0.63, proposals 0.33, 10 of 16 tasks beaten): boxes and names better, VQA only narrowly
-        above its baseline.
+        further), as `omnivis demo --train`: 0.391 / 3.60 / 0.373 (11 min 46 s, 550 steps of ~1.19 s; region
+        to category 0.63, proposals 0.33, 10 of 16 tasks beaten) and 0.440 / 3.56 / 0.304 (11 min 54 s, 502
+        steps of ~1.3 s on a busier machine; 11 of 16): boxes and names better, VQA spread wide.
       - the shared encoder of stage 5c's checkpoint: 0.432 / 3.01 / 0.198 (621 steps of ~1.06 s; region
         proposals AP50 0.21, region to category 0.50, 12 of 16 tasks beaten) and, as `omnivis demo --train`,
         0.424 / 2.82 / 0.239 (630 steps; proposals 0.28, region to category 0.38, 11 of 16).
