@@ -301,3 +301,17 @@ def test_queries_are_plain_frozen_data() -> None:
     assert isinstance(query, Query)
     with pytest.raises(dataclasses.FrozenInstanceError):
         query.task = "<OD>"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_every_text_query_the_eval_asks_is_one_training_teaches(task: str) -> None:
+    # The eval and the training serializers are written apart; a query kind only the eval knows (as referring
+    # expressions were for open-vocabulary detection until 2026-12-05) is scored but never taught.
+    from omnivis.tasks.targets import all_examples
+    from omnivis.world import VARIANTS, generate_record
+
+    for index in range(4):
+        record = generate_record(index, 3, VARIANTS["default"])
+        taught = {example.input for example in all_examples(record)[0] if example.task == task}
+        asked = {query.input for query in queries(record, task) if isinstance(query.input, str)}
+        assert asked <= taught, f"{task}: asked but never taught: {sorted(asked - taught)[:3]}"
