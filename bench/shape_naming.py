@@ -30,7 +30,7 @@ from omnivis.data.records import Record
 from omnivis.eval.probe import cell_shapes
 from omnivis.model.davit import DaViT
 from omnivis.model.presets import preset_config
-from omnivis.pretrain.tagging import CROP_MARGIN  # the margin tagging's cut-out regions use
+from omnivis.pretrain.tagging_data import CROP_MARGIN  # the margin tagging's cut-out regions use
 
 IGNORE = -100
 MEAN, STD = 0.45, 0.25  # one normalisation for all channels; the probe needs no more

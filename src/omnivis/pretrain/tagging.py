@@ -63,36 +63,38 @@ a matter of compute, which `device` and `num_workers` bring on a GPU.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 import re
 import time
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from omnivis.data.dataset import open_dataset
-from omnivis.data.records import Record, Region
-from omnivis.data.transforms import preprocess
 from omnivis.errors import ConfigError, DatasetError
-from omnivis.eval.probe import background_colour, shape_colour
-from omnivis.images import load_image
 from omnivis.io import atomic_write_json
 from omnivis.loading import save
 from omnivis.model.davit import DaViT
 from omnivis.model.florence import IGNORE_INDEX
+from omnivis.pretrain.tagging_data import (
+    Batch,
+    Classes,
+    EpochBatches,
+    TaggingExamples,
+    TaggingTargets,
+    class_vocabulary,
+    collate,
+    tag_vocabulary,
+)
 from omnivis.train.config import ModelSettings, OptimSettings
 from omnivis.train.model_setup import build_predictor
 from omnivis.train.optim import build_scheduler
 
 TAGS_FILE = "tags.json"
-CROP_MARGIN = 0.15  # of a cut-out region's longer side, each way: its outline stays whole
 CLASSES_FILE = "classes.json"
 CONFIG_FILE = "tagging_config.json"
 
@@ -156,69 +158,6 @@ class TaggingResult:
     checkpoint: Path
     losses: list[float]  # every step's loss
     tags: list[str]
-
-
-def region_tags(region: Region) -> set[str]:
-    """The tags of one region: its category and, for a shape, its colour-and-shape pair ("pair:red star")."""
-    if not region.category:
-        return set()
-    tags = {f"category:{region.category}"}
-    colour = shape_colour(region)
-    if colour is not None:
-        tags.add(f"pair:{colour} {region.category}")
-    return tags
-
-
-def record_tags(record: Record) -> set[str]:
-    """The tags of one record: its regions' tags, the words of its brief caption, whether it shows text."""
-    tags = {tag for region in record.regions for tag in region_tags(region)}
-    brief = record.caption("brief")
-    if brief:
-        tags |= {f"word:{word}" for word in re.findall(r"[a-z]+", brief.lower())}
-    if record.text_lines:
-        tags.add("has:text")
-    return tags
-
-
-def tag_vocabulary(records: Sequence[Record], max_tags: int) -> list[str]:
-    """The `max_tags` most frequent tags of `records` (ties by name), excluding tags every record has."""
-    counts = collections.Counter(tag for record in records for tag in record_tags(record))
-    informative = [(tag, count) for tag, count in counts.items() if count < len(records)]
-    return [tag for tag, _ in sorted(informative, key=lambda item: (-item[1], item[0]))[:max_tags]]
-
-
-@dataclass(frozen=True)
-class Classes:
-    """The single-label classes: a cell's object's category and colour, the image's background colour.
-
-    A cell without an object (or whose object has no colour) is class "none": index `len(categories)` or
-    `len(colours)`. An image whose caption names no background is left out of that loss.
-    """
-
-    categories: tuple[str, ...]
-    colours: tuple[str, ...]
-    backgrounds: tuple[str, ...]
-
-
-def class_vocabulary(records: Sequence[Record]) -> Classes:
-    """The sorted categories, shape colours and background colours found in `records`."""
-    categories = {region.category for record in records for region in record.regions if region.category}
-    colours = {colour for record in records for region in record.regions if (colour := shape_colour(region))}
-    backgrounds = {name for record in records if (name := background_colour(record))}
-    return Classes(tuple(sorted(categories)), tuple(sorted(colours)), tuple(sorted(backgrounds)))
-
-
-@dataclass
-class TaggingTargets:
-    """A batch's targets: pooled tags and background; per cell (B, h*w, ...) category, colour, object, box."""
-
-    tags: torch.Tensor  # (B, T) multi-hot
-    backgrounds: torch.Tensor  # (B,) class index, IGNORE_INDEX when the record names none
-    cell_categories: torch.Tensor  # (B, h*w) the largest centred object's category, len(categories) if none
-    cell_colours: torch.Tensor  # (B, h*w) its colour, len(colours) if none or colourless
-    objectness: torch.Tensor  # (B, h*w) 1 where an object's centre lies
-    boxes: torch.Tensor  # (B, h*w, 4) the largest such object: centre offsets in the cell, sqrt of size share
-    crop_categories: torch.Tensor | None = None  # (B, K) the cut-out regions' categories, IGNORE_INDEX: none
 
 
 @dataclass
@@ -285,45 +224,6 @@ def tagging_loss(
                 outputs.crop_categories, labels, ignore_index=IGNORE_INDEX
             )
     return loss
-
-
-def cell_targets(
-    record: Record, grid: tuple[int, int], classes: Classes
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One record's per-cell category and colour indices (h*w,), objectness (h*w,) and boxes (h*w, 4).
-
-    A region belongs to the cell holding its box's centre; a cell's targets are its largest region's: its
-    category and colour (or "none"), the centre's offset inside the cell (0..1 each way) and the square roots
-    of its width and height shares of the image (sizes spread less so).
-    """
-    rows, columns = grid
-    categories = torch.full((rows * columns,), len(classes.categories))
-    colours = torch.full((rows * columns,), len(classes.colours))
-    objectness = torch.zeros(rows * columns)
-    boxes = torch.zeros(rows * columns, 4)
-    largest = [0.0] * (rows * columns)
-    for region in record.regions:
-        left, top, right, bottom = region.box
-        x = min(max((left + right) / 2 / record.width, 0.0), 1.0 - 1e-6) * columns
-        y = min(max((top + bottom) / 2 / record.height, 0.0), 1.0 - 1e-6) * rows
-        cell = int(y) * columns + int(x)
-        objectness[cell] = 1.0
-        width, height = (right - left) / record.width, (bottom - top) / record.height
-        if width * height > largest[cell]:
-            largest[cell] = width * height
-            boxes[cell] = torch.tensor(
-                [x - int(x), y - int(y), max(width, 0.0) ** 0.5, max(height, 0.0) ** 0.5]
-            )
-            category, colour = region.category, shape_colour(region)
-            categories[cell] = (
-                classes.categories.index(category)
-                if category in classes.categories
-                else len(classes.categories)
-            )
-            colours[cell] = (
-                classes.colours.index(colour) if colour in classes.colours else len(classes.colours)
-            )
-    return categories, colours, objectness, boxes
 
 
 def pretrain_tagging(config: TaggingConfig, *, progress: bool = True) -> TaggingResult:
@@ -413,75 +313,6 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class TaggingExamples(torch.utils.data.Dataset):
-    """One record's input and targets: (pixels (3, H, W), tags (T,), background (), the 4 per-cell targets,
-    and with `crops_per_image` its largest regions cut out (K, 3, s, s) and their categories (K,))."""
-
-    def __init__(
-        self,
-        dataset: Any,
-        image_size: int,
-        processing: Any,
-        tags: Sequence[str],
-        classes: Classes,
-        grid: tuple[int, int],
-        crops_per_image: int = 0,
-        crop_size: int = 64,
-    ) -> None:
-        self.dataset, self.size, self.processing = dataset, (image_size, image_size), processing
-        self.index = {tag: position for position, tag in enumerate(tags)}
-        self.classes, self.grid = classes, grid
-        self.crops_per_image, self.crop_size = crops_per_image, crop_size
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, ...]:
-        record = self.dataset[position]
-        image = load_image(record.image)
-        pixels = preprocess([image], self.size, self.processing.mean, self.processing.std)
-        multi_hot = torch.zeros(len(self.index))
-        for tag in record_tags(record):
-            if tag in self.index:
-                multi_hot[self.index[tag]] = 1.0
-        name = background_colour(record)
-        backgrounds = self.classes.backgrounds
-        background = backgrounds.index(name) if name in backgrounds else IGNORE_INDEX
-        cells = cell_targets(record, self.grid, self.classes)
-        if not self.crops_per_image:
-            return (pixels[0], multi_hot, torch.tensor(background), *cells)
-        return (pixels[0], multi_hot, torch.tensor(background), *cells, *self._crops(record, image))
-
-    def _crops(self, record: Record, image: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """The largest named regions cut out with a margin and resized: (K, 3, s, s), categories (K,)."""
-        size = (self.crop_size, self.crop_size)
-        crops = torch.zeros(self.crops_per_image, 3, *size)
-        labels = torch.full((self.crops_per_image,), IGNORE_INDEX)
-        named = [region for region in record.regions if region.category in self.classes.categories]
-        named.sort(key=lambda region: -(region.box[2] - region.box[0]) * (region.box[3] - region.box[1]))
-        for slot, region in enumerate(named[: self.crops_per_image]):
-            left, top, right, bottom = region.box
-            margin = CROP_MARGIN * max(right - left, bottom - top)
-            cut = image.crop((left - margin, top - margin, right + margin, bottom + margin))
-            crops[slot] = preprocess([cut], size, self.processing.mean, self.processing.std)[0]
-            labels[slot] = self.classes.categories.index(region.category)
-        return crops, labels
-
-
-class _EpochBatches(torch.utils.data.Sampler[list[int]]):
-    """Endless index batches: a seeded shuffle of the records each epoch, the last partial one left out."""
-
-    def __init__(self, count: int, batch_size: int, seed: int) -> None:
-        self.count, self.batch_size, self.seed = count, batch_size, seed
-
-    def __iter__(self) -> Iterator[list[int]]:
-        generator = torch.Generator().manual_seed(self.seed)
-        while True:
-            order = torch.randperm(self.count, generator=generator).tolist()
-            for start in range(0, self.count - self.batch_size + 1, self.batch_size):
-                yield order[start : start + self.batch_size]
-
-
 def _loader(examples: TaggingExamples, config: TaggingConfig) -> torch.utils.data.DataLoader:
     """Batches of `examples` in a seeded order, decoded by `config.num_workers` processes."""
     if len(examples) < config.batch_size:
@@ -490,24 +321,13 @@ def _loader(examples: TaggingExamples, config: TaggingConfig) -> torch.utils.dat
         )
     return torch.utils.data.DataLoader(
         examples,
-        batch_sampler=_EpochBatches(len(examples), config.batch_size, config.seed),
+        batch_sampler=EpochBatches(len(examples), config.batch_size, config.seed),
         num_workers=config.num_workers,
-        collate_fn=_collate,
+        collate_fn=collate,
         persistent_workers=config.num_workers > 0,
         prefetch_factor=4 if config.num_workers > 0 else None,
         pin_memory=False,
     )
-
-
-Batch = tuple[torch.Tensor, torch.Tensor | None, TaggingTargets]  # pixels, crops or None, targets
-
-
-def _collate(items: list[tuple[torch.Tensor, ...]]) -> Batch:
-    parts = [torch.stack(part) for part in zip(*items, strict=True)]
-    pixels, tags, backgrounds, categories, colours, objectness, boxes = parts[:7]
-    crops, crop_categories = parts[7:] if len(parts) == 9 else (None, None)
-    targets = TaggingTargets(tags, backgrounds, categories, colours, objectness, boxes, crop_categories)
-    return pixels, crops, targets
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
