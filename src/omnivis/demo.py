@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import html
-import itertools
 import json
 import os
 import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,25 +28,13 @@ from omnivis.data.build import make_world_dataset, world_records
 from omnivis.data.dataset import open_dataset
 from omnivis.data.manifest import read_manifest
 from omnivis.data.samples import SampleImage, sample_images
-from omnivis.draw import save_png
 from omnivis.errors import DatasetError, InputError
 from omnivis.eval.baselines import fit_baseline
-from omnivis.eval.comparison import (
-    ComparisonRow,
-    cap_queries,
-    compare,
-    comparison_html,
-    evaluate_on,
-    format_comparison,
-    format_value,
-    score_baseline_on,
-)  # fmt: skip
-from omnivis.eval.evaluation import Evaluation, RecordSource, TaskQueries, collect_queries
+from omnivis.eval.comparison import cap_queries, compare, evaluate_on, format_comparison, score_baseline_on
+from omnivis.eval.demo_report import PhotoAnswers, write_demo_report
+from omnivis.eval.evaluation import TaskQueries, collect_queries
 from omnivis.eval.inference import DecodingSettings
-from omnivis.eval.outputs import _gallery
-from omnivis.eval.report import _draw_answer, _figure_html, _metrics_table_html, _shrink, _task_section
 from omnivis.images import load_image
-from omnivis.io import atomic_directory, atomic_write_json, atomic_write_text
 from omnivis.loading import image_processing_of, load
 from omnivis.predictor import Predictor
 from omnivis.tasks import TASKS
@@ -125,15 +112,6 @@ class DemoResult:
     report: Path
     model: str
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class PhotoAnswers:
-    """Every task's input and answer on one photograph."""
-
-    sample: SampleImage
-    inputs: dict[str, Any]
-    answers: dict[str, Any]
 
 
 def run_demo(
@@ -375,75 +353,6 @@ def answer_photos(predictor: Predictor, count: int, max_new_tokens: int) -> list
     return results
 
 
-def write_demo_report(
-    out: Path,
-    rows: list[ComparisonRow],
-    evaluation: Evaluation,
-    baseline: Evaluation,
-    source: RecordSource,
-    photos: list[PhotoAnswers],
-    context: str,
-) -> Path:
-    """Writes `out/report.html`, its drawings (`out/gallery/`, replaced whole) and `out/comparison.json`."""
-    verdicts = {row.task: row for row in rows}
-    sections = []
-    with atomic_directory(out / "gallery") as gallery_dir:
-        counter = itertools.count(1)  # one numbering for every drawing: file names never collide
-        for task in evaluation.metrics:
-            row = verdicts[task]
-            values = f"model {format_value(row.model)}, baseline {format_value(row.baseline)}"
-            against = f"{row.metric}: {values} ({row.verdict})"
-            details = {"against the baseline": against, **evaluation.details[task]}
-            gallery = _gallery(evaluation, task, source)
-            sections.append(_task_section(task, details, gallery, gallery_dir, counter))
-        photo_html = _photos_html(photos, gallery_dir)
-    page = _PAGE.format(
-        context=context,
-        comparison=comparison_html(rows),
-        model_table=_metrics_table_html(evaluation.metrics),
-        baseline_table=_metrics_table_html(baseline.metrics),
-        sections="\n".join(sections),
-        photos=photo_html,
-    )
-    atomic_write_json(
-        out / "comparison.json",
-        {"rows": [asdict(row) for row in rows], "model": evaluation.metrics, "baseline": baseline.metrics},
-    )
-    report = out / "report.html"
-    # A lone surrogate (possible in a model's text, never valid UTF-8) must not make the whole report fail.
-    atomic_write_text(report, page.encode("utf-8", "replace").decode("utf-8"))
-    return report
-
-
-def _photos_html(photos: list[PhotoAnswers], gallery_dir: Path) -> str:
-    """The photographs' section: each task's answer drawn on each photograph, with its input."""
-    if not photos:
-        return '<p class="note">no photographs were asked for</p>'
-    parts = []
-    for photo in photos:
-        image, factor = _shrink(load_image(photo.sample.path))
-        figures = []
-        for number, (task, answer) in enumerate(photo.answers.items(), start=1):
-            drawing, note = _draw_answer(image, task, answer, factor, "no answer")
-            file_name = f"photo-{photo.sample.name}-{number:02d}.png"
-            save_png(drawing, gallery_dir / file_name)
-            given = photo.inputs.get(task)
-            label = task if given is None else f"{task} {_input_text(given)}"
-            figures.append(_figure_html(label, file_name, drawing.size, note, answer))
-        parts.append(
-            f'<section class="photo">\n<h3>{html.escape(photo.sample.name)}: '
-            f"{html.escape(photo.sample.description)}</h3>\n"
-            f'<div class="gallery">\n' + "\n".join(figures) + "\n</div>\n</section>"
-        )
-    return "\n".join(parts)
-
-
-def _input_text(given: Any) -> str:
-    if isinstance(given, tuple):
-        return "region " + ",".join(f"{value:.0f}" for value in given)
-    return f"“{given}”"
-
-
 def _context_html(
     checkpoint: str | Path, everything: TaskQueries, asked: TaskQueries, max_new_tokens: int,
     baseline_records: int,
@@ -461,48 +370,3 @@ def _context_html(
         f"baseline was fitted on {baseline_records} training scenes (seed {TRAIN_SEED}) and scored on the "
         "same queries.</p>"
     )
-
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>omnivis demo</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #1a1a1a; background: #fafafa; }}
-table.metrics {{ border-collapse: collapse; margin-bottom: 1em; }}
-table.metrics th, table.metrics td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; }}
-table.metrics td.value {{ text-align: right; font-variant-numeric: tabular-nums; }}
-section.task, section.photo {{ margin-top: 2.5em; border-top: 2px solid #444; }}
-dl.details dt {{ font-weight: bold; margin-top: 0.4em; }} dl.details dd {{ margin-left: 1.5em; }}
-div.gallery {{ display: flex; flex-wrap: wrap; gap: 1.5em; }}
-div.pair {{ display: flex; flex-wrap: wrap; gap: 0.8em; }}
-article.item {{ background: #fff; border: 1px solid #ddd; padding: 0.6em; max-width: 1080px; }}
-figure {{ margin: 0; }} figcaption {{ font-weight: bold; }}
-img {{ max-width: 512px; height: auto; display: block; }}
-pre.answer {{ white-space: pre-wrap; overflow-wrap: anywhere; max-width: 512px; font-size: 0.85em; }}
-.note {{ color: #a33; font-style: italic; }} .caption {{ margin: 0 0 0.5em 0; }}
-</style>
-</head>
-<body>
-<h1>omnivis demo</h1>
-{context}
-<h2>The model against the trivial baseline</h2>
-{comparison}
-<p>Each task is judged on its headline metric; higher is better except for CER (an error rate).</p>
-<h2>Every metric</h2>
-<h3>The model</h3>
-{model_table}
-<h3>The trivial baseline</h3>
-{baseline_table}
-<h2>Each task: best and worst samples, prediction beside truth</h2>
-{sections}
-<h2>Photographs: no truth here</h2>
-<p>Real photographs bundled with scikit-image. They have no annotations, so nothing below is scored, and
-the model was trained on the procedural world only (shapes and text on plain backgrounds): expect it to
-describe shapes that are not there. They show every task's answer drawn, not what the model knows about
-photographs.</p>
-{photos}
-</body>
-</html>
-"""

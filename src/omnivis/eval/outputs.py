@@ -31,7 +31,7 @@ def write_outputs(out_dir: str | Path, evaluation: Evaluation, source: RecordSou
         atomic_write_json(staging / "metrics.json", evaluation.metrics)
         atomic_write_json(staging / "details.json", evaluation.details)
         atomic_write_text(staging / "predictions.jsonl", "".join(_prediction_lines(evaluation)))
-        galleries = {task: _gallery(evaluation, task, source) for task in evaluation.metrics}
+        galleries = {task: task_gallery(evaluation, task, source) for task in evaluation.metrics}
         write_report(staging, evaluation.metrics, evaluation.details, galleries, title=title)
     return out / "report.html"
 
@@ -49,7 +49,7 @@ def _prediction_lines(evaluation: Evaluation) -> list[str]:
     return lines
 
 
-def _gallery(evaluation: Evaluation, task: str, source: RecordSource) -> TaskGallery:
+def task_gallery(evaluation: Evaluation, task: str, source: RecordSource) -> TaskGallery:
     """The task's best and worst scored samples (ties broken by query order)."""
     task_queries = evaluation.collected.queries[task]
     per_query = evaluation.scores[task].per_query

@@ -147,15 +147,16 @@ def write_report(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = _metrics_table_html(metrics)  # checks the values before anything is drawn
+    table = metrics_table_html(metrics)  # checks the values before anything is drawn
     tasks = list(dict.fromkeys([*metrics, *details, *galleries]))
     sections = []
     with atomic_directory(out_dir / "gallery") as gallery_dir:
         counter = itertools.count(1)  # one numbering for the whole report: file names never collide
         for task in tasks:
             gallery = galleries.get(task)
-            sections.append(_task_section(task, details.get(task, {}), gallery, gallery_dir, counter))
+            sections.append(task_section(task, details.get(task, {}), gallery, gallery_dir, counter))
     page = _PAGE.format(
+        style=PAGE_STYLE,
         title=_escape(title),
         table=table,
         lower_is_better=" and ".join(sorted(LOWER_IS_BETTER)),
@@ -168,29 +169,33 @@ def write_report(
     return report_path
 
 
+# The stylesheet of every omnivis page (this report, the demo's): one look, written once.
+PAGE_STYLE = """\
+body { font-family: system-ui, sans-serif; margin: 2em; color: #1a1a1a; background: #fafafa; }
+table.metrics { border-collapse: collapse; margin-bottom: 1em; }
+table.metrics th, table.metrics td { border: 1px solid #ccc; padding: 0.25em 0.6em; }
+table.metrics td.value { text-align: right; font-variant-numeric: tabular-nums; }
+section.task, section.photo { margin-top: 2.5em; border-top: 2px solid #444; }
+dl.details dt { font-weight: bold; margin-top: 0.4em; }
+dl.details dd { margin-left: 1.5em; }
+div.gallery { display: flex; flex-wrap: wrap; gap: 1.5em; }
+article.item { background: #fff; border: 1px solid #ddd; padding: 0.6em; max-width: 1080px; }
+div.pair { display: flex; flex-wrap: wrap; gap: 0.8em; }
+figure { margin: 0; }
+figcaption { font-weight: bold; }
+img { max-width: 512px; height: auto; display: block; }
+pre.answer { white-space: pre-wrap; overflow-wrap: anywhere; max-width: 512px; font-size: 0.85em; }
+.note { color: #a33; font-style: italic; }
+.caption { margin: 0 0 0.5em 0; }
+"""
+
 _PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <title>{title}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #1a1a1a; background: #fafafa; }}
-table.metrics {{ border-collapse: collapse; }}
-table.metrics th, table.metrics td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; }}
-table.metrics td.value {{ text-align: right; font-variant-numeric: tabular-nums; }}
-section.task {{ margin-top: 2.5em; border-top: 2px solid #444; }}
-dl.details dt {{ font-weight: bold; margin-top: 0.4em; }}
-dl.details dd {{ margin-left: 1.5em; }}
-div.gallery {{ display: flex; flex-wrap: wrap; gap: 1.5em; }}
-article.item {{ background: #fff; border: 1px solid #ddd; padding: 0.6em; max-width: 1080px; }}
-div.pair {{ display: flex; flex-wrap: wrap; gap: 0.8em; }}
-figure {{ margin: 0; }}
-figcaption {{ font-weight: bold; }}
-img {{ max-width: 512px; height: auto; display: block; }}
-pre.answer {{ white-space: pre-wrap; overflow-wrap: anywhere; max-width: 512px; font-size: 0.85em; }}
-.note {{ color: #a33; font-style: italic; }}
-.caption {{ margin: 0 0 0.5em 0; }}
-</style>
+{style}</style>
 </head>
 <body>
 <h1>{title}</h1>
@@ -207,7 +212,7 @@ def _escape(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _metrics_table_html(metrics: Mapping[str, Mapping[str, float | None]]) -> str:
+def metrics_table_html(metrics: Mapping[str, Mapping[str, float | None]]) -> str:
     """The metrics as an HTML table with the columns and cells of `format_table`."""
     columns = _metric_columns(metrics)
     header = "".join(f"<th>{_escape(name)}</th>" for name in ["task", *columns])
@@ -221,7 +226,7 @@ def _metrics_table_html(metrics: Mapping[str, Mapping[str, float | None]]) -> st
     return f'<table class="metrics">\n<tr>{header}</tr>\n' + "\n".join(rows) + "\n</table>"
 
 
-def _task_section(
+def task_section(
     task: str,
     details: Mapping[str, Any],
     gallery: TaskGallery | None,
@@ -277,7 +282,7 @@ def _item_html(item: GalleryItem, gallery_dir: Path, counter: Iterator[int]) -> 
     except InputError as error:
         where = f"gallery image of task {item.task!r}, image id {item.image_id!r}"
         raise InputError(f"{where}: {error}") from error
-    image, factor = _shrink(image)
+    image, factor = shrink(image)
     number = next(counter)
     stem = f"{_safe_stem(item.task)}-{number:04d}"
     caption = [f"image <code>{_escape(item.image_id)}</code>", f"score {_format_value(item.score)}"]
@@ -286,17 +291,17 @@ def _item_html(item: GalleryItem, gallery_dir: Path, counter: Iterator[int]) -> 
     figures = []
     sides = (("prediction", item.prediction, "no answer"), ("truth", item.truth, "no truth"))
     for side, answer, missing_note in sides:
-        drawing, note = _draw_answer(image, item.task, answer, factor, missing_note)
+        drawing, note = draw_answer(image, item.task, answer, factor, missing_note)
         file_name = f"{stem}-{side}.png"
         save_png(drawing, gallery_dir / file_name)
-        figures.append(_figure_html(side, file_name, drawing.size, note, answer))
+        figures.append(figure_html(side, file_name, drawing.size, note, answer))
     return (
         f'<article class="item">\n<p class="caption">{" · ".join(caption)}</p>\n'
         f'<div class="pair">\n{figures[0]}\n{figures[1]}\n</div>\n</article>'
     )
 
 
-def _figure_html(side: str, file_name: str, size: tuple[int, int], note: str | None, answer: Any) -> str:
+def figure_html(side: str, file_name: str, size: tuple[int, int], note: str | None, answer: Any) -> str:
     width, height = size
     note_html = f'<p class="note">{_escape(note)}</p>' if note else ""
     lines = _answer_lines(answer)
@@ -314,7 +319,7 @@ def _safe_stem(task: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "", task) or "task"
 
 
-def _shrink(image: Image.Image) -> tuple[Image.Image, float]:
+def shrink(image: Image.Image) -> tuple[Image.Image, float]:
     """The image scaled down to `MAX_DRAWING_SIDE` on its long side if larger, and the factor used."""
     long_side = max(image.size)
     if long_side <= MAX_DRAWING_SIDE:
@@ -324,7 +329,7 @@ def _shrink(image: Image.Image) -> tuple[Image.Image, float]:
     return image.resize(size, Image.Resampling.LANCZOS), factor
 
 
-def _draw_answer(
+def draw_answer(
     image: Image.Image, task: str, answer: Any, factor: float, missing_note: str
 ) -> tuple[Image.Image, str | None]:
     """The answer drawn on the image, with a note when there is nothing (or nothing drawable) to draw."""
