@@ -53,7 +53,9 @@ def load(
     elif path.exists():
         raise CheckpointError(f"{path} is a file; give the checkpoint directory that holds it")
     else:
-        raise CheckpointError(f"{source!r} is neither a checkpoint directory nor a preset ({', '.join(PRESETS)})")
+        raise CheckpointError(
+            f"{source!r} is neither a checkpoint directory nor a preset ({', '.join(PRESETS)})"
+        )
     predictor.model.to(device=device, dtype=torch_dtype).eval()
     return predictor
 
@@ -81,7 +83,23 @@ def _load_preset(name: str) -> Predictor:
         torch.manual_seed(0)
         model = Florence2(preset_config(name, vocab_size=tokenizer.vocab_size))
     height, width = model.config.image_size
-    return Predictor(model, tokenizer, florence_generation_defaults(tokenizer), ImageProcessing(size=(height, width)))
+    return Predictor(
+        model, tokenizer, omnivis_generation_defaults(tokenizer), ImageProcessing(size=(height, width))
+    )
+
+
+def omnivis_generation_defaults(tokenizer: Tokenizer) -> GenerationConfig:
+    """The decoding settings of omnivis's own models (presets, models trained from scratch): the official
+    ones without the n-gram ban.
+
+    `no_repeat_ngram_size=3` forbids any 3 tokens from appearing twice in one answer, yet structured answers
+    repeat them by right: a grounded caption names "a red circle" and "a red square", coordinates recur.
+    Measured on the committed `tiny` world checkpoint (`omnivis eval`, 50 scenes of seed 5, greedy), ban -> no
+    ban: phrase grounding Recall@1 0.69 -> 0.81, more-detailed caption CIDEr 0.75 -> 1.27, detailed 1.64 ->
+    1.77, brief 3.88 -> 3.93; detection and segmentation within 0.01. Official checkpoints keep their own
+    `generation_config.json` (3), so they still answer as the reference does.
+    """
+    return dataclasses.replace(florence_generation_defaults(tokenizer), no_repeat_ngram_size=0)
 
 
 def florence_generation_defaults(tokenizer: Tokenizer) -> GenerationConfig:
@@ -107,7 +125,11 @@ def _load_directory(directory: Path) -> Predictor:
         model_config = FlorenceConfig.from_dict(config["model"])
         state = weights
     else:
-        state = checkpoint.native_to_omnivis(weights) if layout == "native" else checkpoint.remote_code_to_omnivis(weights)
+        state = (
+            checkpoint.native_to_omnivis(weights)
+            if layout == "native"
+            else checkpoint.remote_code_to_omnivis(weights)
+        )
         vocab_size = _vocabulary_rows(state)
         model_config = checkpoint.config_from_official(config, processing.size, vocab_size)
     model = Florence2(model_config)
@@ -201,7 +223,12 @@ def predict_files(
     predictor = load(model, device=device, dtype=dtype)
     pictures = [load_image(path) for path in images]
     answers = predictor.run_batch(
-        pictures, task, None if text is None else [text] * len(pictures), num_beams, max_new_tokens, return_scores
+        pictures,
+        task,
+        None if text is None else [text] * len(pictures),
+        num_beams,
+        max_new_tokens,
+        return_scores,
     )
     records = [{"image": str(path), **answer} for path, answer in zip(images, answers)]
     if json_path is not None:
@@ -244,7 +271,9 @@ def write_checkpoint_files(
         },
     )
     if predictor.parse_config:
-        atomic_write_json(directory / "processor_config.json", {"post_processor_config": predictor.parse_config})
+        atomic_write_json(
+            directory / "processor_config.json", {"post_processor_config": predictor.parse_config}
+        )
     predictor.tokenizer.save(directory)
 
 

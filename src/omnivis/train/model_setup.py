@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from omnivis.errors import CheckpointError, ConfigError
-from omnivis.loading import bundled_tokenizer, florence_generation_defaults, image_processing_of, load
+from omnivis.loading import bundled_tokenizer, image_processing_of, load, omnivis_generation_defaults
 from omnivis.model import checkpoint
 from omnivis.model.florence import Florence2, FlorenceConfig
 from omnivis.model.presets import preset_config
@@ -49,7 +49,7 @@ def build_predictor(settings: ModelSettings, seed: int) -> Predictor:
         if settings.sinusoid_image_positions:
             model.multi_modal_projector.image_position_embed.fill_sinusoids_()
         processing = ImageProcessing(size=model.config.image_size)
-        predictor = Predictor(model, tokenizer, florence_generation_defaults(tokenizer), processing)
+        predictor = Predictor(model, tokenizer, omnivis_generation_defaults(tokenizer), processing)
     else:
         predictor = load(settings.init)
         predictor = _refit(predictor, settings)
