@@ -4,7 +4,9 @@
 with the same table, each task's counts and notes, and a gallery of its best and worst samples: the
 prediction and the truth drawn side by side on the sample's image (PNG files under `gallery/`, the only
 things the page references). Every piece of text is html-escaped, since labels, inputs and image ids
-come from data and models and may hold `<`, `&` or any unicode.
+come from data and models and may hold `<`, `&` or any unicode. The page's pieces (`metrics_table_html`,
+`task_section`, `figure_html`, `draw_answer`, `shrink`) and its stylesheet (`PAGE_STYLE`) are public: the demo's
+page (`omnivis.eval.demo_report`) is built from them.
 """
 
 from __future__ import annotations
@@ -302,6 +304,7 @@ def _item_html(item: GalleryItem, gallery_dir: Path, counter: Iterator[int]) -> 
 
 
 def figure_html(side: str, file_name: str, size: tuple[int, int], note: str | None, answer: Any) -> str:
+    """One drawing as a captioned figure: its PNG under `gallery/`, the note if any, the answer as text."""
     width, height = size
     note_html = f'<p class="note">{_escape(note)}</p>' if note else ""
     lines = _answer_lines(answer)
