@@ -200,6 +200,7 @@ Batch = tuple[torch.Tensor, torch.Tensor | None, TaggingTargets]  # pixels, crop
 
 
 def collate(items: list[tuple[torch.Tensor, ...]]) -> Batch:
+    """`TaggingExamples` items stacked into a batch: pixels, crops (None without them) and the targets."""
     parts = [torch.stack(part) for part in zip(*items, strict=True)]
     pixels, tags, backgrounds, categories, colours, objectness, boxes = parts[:7]
     crops, crop_categories = parts[7:] if len(parts) == 9 else (None, None)
