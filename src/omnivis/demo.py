@@ -163,22 +163,11 @@ def run_demo(
     with _stage(seconds, "world split", progress):
         split = world_split(out / "data" / "world-demo", scenes, DEMO_SEED, progress=progress)
     if checkpoint is None:
-        with _stage(seconds, "training split", progress):
-            train_split = world_split(
-                out / "data" / "world-train", train_scenes, TRAIN_SEED, progress=progress
-            )
-        # Without a limit, training gets what the budget leaves after the splits and the evaluation's reserve.
-        left = TRAIN_BUDGET_MINUTES - EVALUATION_RESERVE_MINUTES - (time.perf_counter() - started) / 60
-        with _stage(seconds, "training", progress):
-            checkpoint = train_demo_model(
-                out, train_split, minutes=train_minutes or max(1.0, left), steps=train_steps,
-                overrides=train_overrides, progress=progress,
-            )  # fmt: skip
+        training = _TrainingRequest(train_scenes, train_minutes, train_steps, tuple(train_overrides))
+        checkpoint = _train_on_fresh_split(out, training, started, seconds, progress)
     predictor, source = load(checkpoint), open_dataset(split)
     everything = collect_queries(source, None)
-    per_task = queries_per_task or (TRAIN_QUERIES_PER_TASK if train else QUERIES_PER_TASK)
-    headline = TRAIN_HEADLINE_QUERIES if train and queries_per_task is None else None
-    asked = cap_queries(everything, per_task, task_caps=headline)
+    asked = _asked_queries(everything, train, queries_per_task)
     with _stage(seconds, "evaluation", progress):
         settings = DecodingSettings(
             batch_size=16, num_beams=1, max_new_tokens=max_new_tokens,
@@ -200,6 +189,40 @@ def run_demo(
     print(f"{format_comparison(rows)}\nreport written to {report} ({timings})")
     verdicts = {row.task: row.verdict for row in rows}
     return DemoResult(evaluation.metrics, baseline.metrics, verdicts, report, str(checkpoint), seconds)
+
+
+@dataclass(frozen=True)
+class _TrainingRequest:
+    """What `run_demo(train=True)` was asked to train on and for how long."""
+
+    scenes: int
+    minutes: float | None  # None: what the budget leaves
+    steps: int | None  # None: the recipe's
+    overrides: tuple[str, ...]
+
+
+def _train_on_fresh_split(
+    out: Path, training: _TrainingRequest, started: float, seconds: dict[str, float], progress: bool
+) -> Path:
+    """Makes the training split and trains the `demo-cpu` recipe on it; returns the final checkpoint."""
+    with _stage(seconds, "training split", progress):
+        train_split = world_split(
+            out / "data" / "world-train", training.scenes, TRAIN_SEED, progress=progress
+        )
+    # Without a limit, training gets what the budget leaves after the splits and the evaluation's reserve.
+    left = TRAIN_BUDGET_MINUTES - EVALUATION_RESERVE_MINUTES - (time.perf_counter() - started) / 60
+    with _stage(seconds, "training", progress):
+        return train_demo_model(
+            out, train_split, minutes=training.minutes or max(1.0, left), steps=training.steps,
+            overrides=training.overrides, progress=progress,
+        )  # fmt: skip
+
+
+def _asked_queries(everything: TaskQueries, train: bool, queries_per_task: int | None) -> TaskQueries:
+    """The queries evaluated: `queries_per_task` of each task, evenly spread, or the defaults for the mode."""
+    per_task = queries_per_task or (TRAIN_QUERIES_PER_TASK if train else QUERIES_PER_TASK)
+    headline = TRAIN_HEADLINE_QUERIES if train and queries_per_task is None else None
+    return cap_queries(everything, per_task, task_caps=headline)
 
 
 def _check_arguments(

@@ -11,11 +11,11 @@ import torch
 from omnivis.demo import DEFAULT_CHECKPOINT
 from omnivis.predictor import Predictor
 from omnivis.train import RECIPES, apply_overrides, smoke
+from omnivis.train.builders import build_loader, build_loss_settings, build_stream
 from omnivis.train.config import ModelSettings
 from omnivis.train.data import Batch
 from omnivis.train.distributed import Runtime
 from omnivis.train.image_check import image_reliance
-from omnivis.train.loop import build_loader, build_loss_settings, build_stream
 from omnivis.train.loss import LossSettings, summed_token_loss
 from omnivis.train.model_setup import build_predictor
 

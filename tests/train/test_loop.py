@@ -20,9 +20,9 @@ from omnivis.data.dataset import open_dataset
 from omnivis.errors import CheckpointError, ConfigError, DatasetError, TrainingError
 from omnivis.train import RECIPES, TrainConfig, apply_overrides, config_from_dict, smoke, train
 from omnivis.train import loop as loop_module
+from omnivis.train.builders import build_loader, build_stream
 from omnivis.train.checkpointing import latest_checkpoint
 from omnivis.train.distributed import Runtime
-from omnivis.train.loop import build_loader, build_stream
 from omnivis.train.model_setup import build_predictor
 from omnivis.train.monitor import read_events
 

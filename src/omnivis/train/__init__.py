@@ -6,9 +6,10 @@
 
 Layout: `config` (typed settings), `recipes` (named presets), `data` (records -> batches, deterministic by
 position), `loss` (summed token loss, location smoothing), `optim` (AdamW + schedule), `model_setup`
-(initialisation, freezing), `distributed` (DDP/FSDP), `checkpointing` (atomic, resumable), `monitor` and
-`summary` (logs, curve), `evaluation` (periodic eval), `loop` (the loop itself), `launch` (several local
-processes from inside a program).
+(initialisation, freezing), `distributed` (DDP/FSDP), `checkpointing` (the files, atomic), `resume` (saving
+and restoring a run's whole state), `monitor` and `summary` (logs, curve), `evaluation` (periodic eval),
+`builders` (the loop's setup), `loop` (the loop itself), `launch` (several local processes from inside a
+program).
 """
 
 from omnivis.train.config import TrainConfig, apply_overrides, config_from_dict
