@@ -19,7 +19,7 @@ from omnivis.images import load_image
 from omnivis.io import atomic_directory, atomic_write_json
 from omnivis.model import checkpoint
 from omnivis.model.florence import Florence2, FlorenceConfig
-from omnivis.model.generation import GenerationConfig
+from omnivis.model.generation_config import GenerationConfig
 from omnivis.model.presets import PRESETS, preset_config
 from omnivis.predictor import ImageProcessing, Predictor
 from omnivis.tokenizer import Tokenizer

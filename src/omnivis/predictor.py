@@ -17,7 +17,8 @@ from omnivis.data.transforms import IMAGENET_MEAN, IMAGENET_STD, preprocess
 from omnivis.errors import InputError
 from omnivis.images import ImageSource, load_image
 from omnivis.model.florence import Florence2
-from omnivis.model.generation import GenerationConfig, generate
+from omnivis.model.generation import generate
+from omnivis.model.generation_config import GenerationConfig
 from omnivis.tasks import TASKS, build_prompt
 from omnivis.tasks.parsing import post_process
 from omnivis.tokenizer import Tokenizer
