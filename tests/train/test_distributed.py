@@ -8,9 +8,12 @@ rounding. Only rank 0 writes.
 from __future__ import annotations
 
 import gc
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import weakref
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel
 
 from omnivis.train import RECIPES, apply_overrides, distributed, smoke
+from omnivis.train.checkpointing import latest_checkpoint
 from omnivis.train.monitor import read_events
 
 # The acceptance length; the default test run checks DDP over a few steps, the slow one both over 20.
@@ -27,15 +31,20 @@ STEPS = 20
 QUICK_STEPS = 4
 
 
-def _launch(world_train: Path, run: Path, *, processes: int, batch_size: int, strategy: str,
-            steps: int) -> dict[int, float]:  # fmt: skip
+def _write_config(world_train: Path, run: Path, *overrides: str) -> Path:
     config = apply_overrides(
         smoke(RECIPES["tiny-world-cpu"](), data=world_train, out=run),
-        [f"steps={steps}", f"batch_size={batch_size}", f"distributed={strategy}", "model.dropout=0.0",
-         "deterministic=true", "checkpoint_every=100", "data.examples_per_image=2", "optim.warmup_steps=2"],
-    )  # fmt: skip
+        ["deterministic=true", "data.examples_per_image=2", "optim.warmup_steps=2", *overrides],
+    )
     config_path = run.with_suffix(".json")
     config_path.write_text(config.to_json())
+    return config_path
+
+
+def _launch(world_train: Path, run: Path, *, processes: int, batch_size: int, strategy: str,
+            steps: int) -> dict[int, float]:  # fmt: skip
+    config_path = _write_config(world_train, run, f"steps={steps}", f"batch_size={batch_size}",
+                                f"distributed={strategy}", "model.dropout=0.0", "checkpoint_every=100")  # fmt: skip
     command = [sys.executable, "-m", "omnivis", "train", "--config", str(config_path), "--no-progress"]
     if processes > 1:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
@@ -88,6 +97,75 @@ def test_two_ranks_of_batch_b_match_one_process_of_batch_2b(strategy: str, singl
     single_run, expected = single
     losses = _launch(world_train, tmp_path / "run", processes=2, batch_size=2, strategy=strategy, steps=STEPS)
     _compare(tmp_path / "run", losses, single_run, expected, STEPS)
+
+
+def _worker_pid(marker: str, rank: int) -> int | None:
+    """The pid of the torchrun worker of `rank` whose environment carries `marker` (Linux /proc)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            variables = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if f"OMNIVIS_TEST_RUN={marker}".encode() in variables and f"RANK={rank}".encode() in variables:
+            return int(entry.name)
+    return None
+
+
+def _trained_steps(run: Path) -> int:
+    try:
+        return max((event["step"] for event in read_events(run) if event["kind"] == "train"), default=0)
+    except json.JSONDecodeError:  # a line being written
+        return 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the worker through /proc")
+@pytest.mark.parametrize("strategy", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
+def test_torchrun_restarts_after_a_rank_is_killed_and_the_run_resumes_to_the_same_weights(
+    strategy: str, world_train: Path, tmp_path: Path
+) -> None:
+    """torchrun --max-restarts 1 with --resume: SIGKILL rank 1 past a checkpoint; both ranks restart from the
+    latest checkpoint and end with the uninterrupted run's losses and weights, bit for bit; rank 0 alone
+    wrote the run directory."""
+    overrides = ("steps=8", "batch_size=2", f"distributed={strategy}", "model.dropout=0.1", "checkpoint_every=2",
+                 "keep_last=10")  # fmt: skip
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    runs: dict[str, Path] = {"uninterrupted": tmp_path / "uninterrupted", "killed": tmp_path / "killed"}
+    config_paths = {name: _write_config(world_train, run, *overrides) for name, run in runs.items()}
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = ["-m", "omnivis", "train", "--no-progress", "--resume", "--config"]
+    finished = subprocess.run([*launch, *command, str(config_paths["uninterrupted"])], env=environment,
+                              capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    assert finished.returncode == 0, finished.stderr[-3000:]
+
+    killed = runs["killed"]
+    process = subprocess.Popen(
+        [*launch, "--max-restarts=1", *command, str(config_paths["killed"])],
+        env={**environment, "OMNIVIS_TEST_RUN": str(killed)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None and _trained_steps(killed) < 3:
+        time.sleep(0.05)
+    pid = _worker_pid(str(killed), rank=1)
+    assert pid is not None and latest_checkpoint(killed) is not None
+    os.kill(pid, signal.SIGKILL)  # past the step-2 checkpoint, before the end
+    _, errors = process.communicate(timeout=600)
+    assert process.returncode == 0, errors.decode()[-3000:]
+
+    expected = {e["step"]: e["loss"] for e in read_events(runs["uninterrupted"]) if e["kind"] == "train"}
+    resumed_events = read_events(killed)
+    assert any("resumed_from" in event for event in resumed_events)  # the restarted workers resumed
+    losses = {event["step"]: event["loss"] for event in resumed_events if event["kind"] == "train"}
+    assert losses == expected  # exact floats, every step
+    name = "step-00000008"
+    final = load_file(str(killed / "checkpoints" / name / "model.safetensors"))
+    reference = load_file(str(runs["uninterrupted"] / "checkpoints" / name / "model.safetensors"))
+    assert final.keys() == reference.keys()
+    assert all(torch.equal(final[tensor], reference[tensor]) for tensor in final)
+    # One writer: the same files as the uninterrupted run, no staging leftovers.
+    listing = lambda run: sorted(
+        str(path.relative_to(run)) for path in run.rglob("*") if "tensorboard" not in str(path)
+    )
+    assert listing(killed) == listing(runs["uninterrupted"])
 
 
 def test_stop_frees_a_wrapped_model_left_in_a_reference_cycle() -> None:

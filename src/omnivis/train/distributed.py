@@ -70,10 +70,22 @@ def start(device: str) -> Runtime:
     else:
         chosen = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
-        backend = "nccl" if use_cuda else "gloo"
         # A long timeout: rank 0 evaluates and writes checkpoints while the others wait at a barrier.
-        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=60))
+        timeout = datetime.timedelta(minutes=60)
+        dist.init_process_group("nccl" if use_cuda else "gloo", store=_attempt_store(timeout), rank=rank,
+                                world_size=world_size, timeout=timeout)  # fmt: skip
     return Runtime(rank, world_size, local_rank, chosen)
+
+
+def _attempt_store(timeout: datetime.timedelta) -> dist.Store:
+    """torchrun's store, its keys under this attempt's own prefix.
+
+    After `--max-restarts` restarts the workers, the agent's store still holds the keys of the attempt
+    before it; without a prefix, a new rank can read a dead rank's address from them and fail to connect
+    ("Connection refused", pytorch/pytorch#167288).
+    """
+    store, _, _ = next(dist.rendezvous("env://", timeout=timeout))
+    return dist.PrefixStore(f"omnivis/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def stop(runtime: Runtime) -> None:

@@ -16,7 +16,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 
 from omnivis.errors import CheckpointError, ConfigError
 from omnivis.io import atomic_write_text
-from omnivis.model.checkpoint import SHARED, TIED_ALIASES, check_state, expected_tensors, untie
+from omnivis.model.checkpoint import TIED_ALIASES, check_state, expected_tensors, untie
 from omnivis.predictor import Predictor
 from omnivis.train import checkpointing, distributed
 from omnivis.train.checkpointing import Snapshot, TrainerState
@@ -97,7 +97,8 @@ def restore(path: Path, predictor: Predictor, model: torch.nn.Module, optimizer:
         optimizer,
         model_state_dict=typing.cast(dict[str, Any], weights),
         optim_state_dict=snapshot.optimizer_state,
-        options=StateDictOptions(full_state_dict=True),
+        # Not strict only about the tied aliases `_resume_weights` leaves out; it checked every other tensor.
+        options=StateDictOptions(full_state_dict=True, strict=False),
     )
     scheduler.load_state_dict(trainer.scheduler)
     if trainer.world_size == runtime.world_size:
@@ -111,8 +112,16 @@ def restore(path: Path, predictor: Predictor, model: torch.nn.Module, optimizer:
 
 
 def _resume_weights(snapshot: Snapshot, predictor: Predictor, path: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of the model's state dict, from the checkpoint, checked against the model's shapes."""
-    current = predictor.model.state_dict()
+    """Every tensor of the model's state dict but the tied aliases, from the checkpoint, checked against the
+    model's shapes.
+
+    The aliases (the embeddings and the LM head, one tensor with `language_model.shared.weight`) load with it. Given by their own
+    names, DDP would refuse them: torch maps state-dict names onto the wrapper's (`module.`) only for each
+    parameter's first name.
+    """
+    current = {
+        name: tensor for name, tensor in predictor.model.state_dict().items() if name not in TIED_ALIASES
+    }
     if (
         snapshot.adapters is not None
     ):  # LoRA: the base weights are the init's, unchanged; the factors carry over
@@ -125,5 +134,4 @@ def _resume_weights(snapshot: Snapshot, predictor: Predictor, path: Path) -> dic
         return current | snapshot.adapters
     weights = untie(snapshot.model_state)
     check_state(weights, expected_tensors(predictor.model), str(path / "model.safetensors"))
-    # torch.distributed.checkpoint loads strictly, tied aliases included: give each alias the shared table.
-    return {name: weights[SHARED if name in TIED_ALIASES else name] for name in current}
+    return {name: weights[name] for name in current}
