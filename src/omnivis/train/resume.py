@@ -115,16 +115,15 @@ def _resume_weights(snapshot: Snapshot, predictor: Predictor, path: Path) -> dic
     """Every tensor of the model's state dict but the tied aliases, from the checkpoint, checked against the
     model's shapes.
 
-    The aliases (the embeddings and the LM head, one tensor with `language_model.shared.weight`) load with it. Given by their own
-    names, DDP would refuse them: torch maps state-dict names onto the wrapper's (`module.`) only for each
-    parameter's first name.
+    The aliases (the embeddings and the LM head, one tensor with `language_model.shared.weight`) load with
+    it. Given by their own names, DDP would refuse them: torch maps state-dict names onto the wrapper's
+    (`module.`) only for each parameter's first name.
     """
     current = {
         name: tensor for name, tensor in predictor.model.state_dict().items() if name not in TIED_ALIASES
     }
-    if (
-        snapshot.adapters is not None
-    ):  # LoRA: the base weights are the init's, unchanged; the factors carry over
+    # LoRA: the base weights are the init's, unchanged; the factors carry over.
+    if snapshot.adapters is not None:
         wanted = {name for name in current if is_adapter(name)}
         same_names = set(snapshot.adapters) == wanted
         if not same_names or any(snapshot.adapters[name].shape != current[name].shape for name in wanted):
