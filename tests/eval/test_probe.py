@@ -10,11 +10,14 @@ import pytest
 import torch
 
 from omnivis.data.build import make_world_dataset
+from omnivis.data.dataset import open_dataset
 from omnivis.errors import InputError
 from omnivis.eval.probe import (
     CELL_PROBE_TARGETS,
     PROBE_TARGETS,
+    TEXT_PROBE_TARGET,
     background_colour,
+    box_cells,
     cell_shapes,
     fit_probe,
     format_probe_table,
@@ -50,6 +53,17 @@ def test_cells_hold_the_largest_shape_centred_in_them_read_by_hand() -> None:
     }  # fmt: skip
     halves = [region.phrase if region else None for region in cell_shapes(record, (2, 2))]  # 128 px cells
     assert halves == ["large dotted orange hexagon", None, "medium blue hexagon", "medium red rectangle"]
+
+
+def test_a_box_covers_the_cells_it_touches_read_by_hand() -> None:
+    # 256 x 128 image, 8 x 4 grid: cells are 32 x 32 px.
+    assert box_cells((10, 10, 40, 20), (256, 128), (4, 8)) == (slice(0, 1), slice(0, 2))
+    assert box_cells((64, 32, 96, 64), (256, 128), (4, 8)) == (slice(1, 2), slice(2, 3))  # edges on lines
+    assert box_cells((250, 127, 256, 128), (256, 128), (4, 8)) == (slice(3, 4), slice(7, 8))
+    assert box_cells((100, 40, 100, 40), (256, 128), (4, 8)) == (
+        slice(1, 2),
+        slice(3, 4),
+    )  # a point: one cell
 
 
 def test_background_of_gradients_and_textures_is_the_first_colour() -> None:
@@ -98,16 +112,21 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+# 60 records hold a few dozen text lines of nearly as many texts; scikit-learn says so, rightly, for this size.
+@pytest.mark.filterwarnings("ignore:The number of unique classes:UserWarning")
 def test_the_probe_of_a_checkpoint_covers_every_target(world: Path, tmp_path: Path) -> None:
     predictor = build_predictor(ModelSettings(preset="tiny", image_size=64), seed=0)
     from omnivis.loading import save
 
     save(predictor, tmp_path / "model")
     results = probe_checkpoint(tmp_path / "model", world, records=60)
-    assert [result.target for result in results] == [*PROBE_TARGETS, *CELL_PROBE_TARGETS]
+    assert [result.target for result in results] == [*PROBE_TARGETS, *CELL_PROBE_TARGETS, TEXT_PROBE_TARGET]
+    lines = sum(len(record.text_lines) for record in open_dataset(world))
     for result in results:
         if result.target in PROBE_TARGETS:
             assert (result.train_records, result.test_records) == (48, 12)
+        elif result.target == TEXT_PROBE_TARGET:  # one row per text line
+            assert result.train_records + result.test_records == lines > 0
         else:  # cells: at 64 px the grid is 2 x 2, so 1 to 4 cells with a shape per record
             assert 60 <= result.train_records + result.test_records <= 240
         assert 0.0 <= result.accuracy <= 1.0 and 1 / result.classes <= result.majority <= 1.0
@@ -125,4 +144,4 @@ def test_the_command_prints_the_table(world: Path, tmp_path: Path, capsys: pytes
                  "--records", "20"]) == 0  # fmt: skip
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[0] == "target"
-    assert [line.split()[0] for line in lines[1:]] == [*PROBE_TARGETS, *CELL_PROBE_TARGETS]
+    assert [line.split()[0] for line in lines[1:]] == [*PROBE_TARGETS, *CELL_PROBE_TARGETS, TEXT_PROBE_TARGET]
