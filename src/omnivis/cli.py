@@ -222,6 +222,7 @@ def _add_pretrain_command(pretrain: argparse.ArgumentParser) -> None:
         "--cell-weight", type=float, default=1.0, help="weight of the per-cell losses (0: pooled tags only)"
     )
     tagging.add_argument("--init", default="", help="a checkpoint directory whose vision tower to continue")
+    tagging.add_argument("--heads", default="", help="a tagging run directory whose heads to continue")
     tagging.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     tagging.add_argument("--num-workers", type=int, default=0, help="image-decoding processes")
     tagging.add_argument("--crop-size", type=int, default=64, help="side of a cut-out region, resized")
@@ -229,6 +230,11 @@ def _add_pretrain_command(pretrain: argparse.ArgumentParser) -> None:
     tagging.add_argument(
         "--crops-per-image", type=int, default=0, help="regions per image also cut out and named alone"
     )
+    tagging.add_argument(
+        "--word-crops-per-image", type=int, default=0, help="words of text per image also cut out and named"
+    )
+    tagging.add_argument("--word-weight", type=float, default=1.0, help="weight of the per-cell word loss")
+    tagging.add_argument("--seed", type=int, default=0, help="the data order's and the heads' seed")
     probe = methods.add_parser("probe", help="linear-probe a model's vision tower on a world split")
     probe.add_argument("--model", required=True, help="checkpoint directory or preset name")
     probe.add_argument("--data", required=True, help="a world dataset directory")
@@ -249,7 +255,8 @@ def _run_pretrain_command(args: argparse.Namespace) -> None:
         data=args.data, out=args.out, preset=args.preset, image_size=args.image_size, steps=args.steps,
         batch_size=args.batch_size, cell_weight=args.cell_weight, init=args.init, device=args.device,
         num_workers=args.num_workers, crops_per_image=args.crops_per_image,
-        crop_size=args.crop_size, max_minutes=args.max_minutes, **rate,
+        crop_size=args.crop_size, max_minutes=args.max_minutes, word_crops_per_image=args.word_crops_per_image,
+        word_weight=args.word_weight, seed=args.seed, heads=args.heads, **rate,
     )  # fmt: skip
     result = pretrain_tagging(config)
     print(f"vision tower written to {result.checkpoint} ({len(result.tags)} tags); use it with "

@@ -16,13 +16,17 @@ from omnivis.eval.probe import (
     CELL_PROBE_TARGETS,
     PROBE_TARGETS,
     TEXT_PROBE_TARGET,
+    WORD_PROBE_TARGET,
+    PlacedWord,
     background_colour,
     box_cells,
+    cell_of,
     cell_shapes,
     fit_probe,
     format_probe_table,
     largest_shape_category,
     largest_shape_colour,
+    line_words,
     probe_checkpoint,
     probe_tower,
 )
@@ -105,6 +109,32 @@ def test_bad_probe_inputs_say_what_is_wrong() -> None:
         probe_checkpoint("tiny", "nowhere", records=3)
 
 
+def test_words_are_placed_by_their_characters_share_of_the_line() -> None:
+    """A 12-character line on a level 120 x 20 px quad: 10 px a character, the axis at y = 30."""
+    # top left, top right, bottom right, bottom left
+    quad = (10.0, 20.0, 130.0, 20.0, 130.0, 40.0, 10.0, 40.0)
+    assert line_words("Push to open", quad) == [
+        PlacedWord("Push", (30.0, 30.0), (40.0, 20.0)),  # characters 0-4: centre 2 of 12
+        PlacedWord("to", (70.0, 30.0), (20.0, 20.0)),  # 5-7: centre 6
+        PlacedWord("open", (110.0, 30.0), (40.0, 20.0)),  # 8-12: centre 10
+    ]
+    turned = (0.0, 0.0, 0.0, 60.0, -10.0, 60.0, -10.0, 0.0)  # the same line read downwards, 10 px high
+    (word,) = line_words("abc", turned)
+    assert word.centre == pytest.approx((-5.0, 30.0)) and word.size == pytest.approx((60.0, 10.0))
+    with pytest.raises(InputError, match="8 numbers"):
+        line_words("abc", (0.0, 1.0))
+
+
+def test_cell_of_a_point() -> None:
+    assert cell_of((0.0, 0.0), (256, 128), (4, 8)) == 0
+    assert cell_of((255.9, 127.9), (256, 128), (4, 8)) == 31
+    assert cell_of((40.0, 70.0), (256, 128), (4, 8)) == 2 * 8 + 1  # row 70/32, column 40/32
+    assert cell_of((-5.0, 500.0), (256, 128), (4, 8)) == 3 * 8  # clamped into the image
+
+
+EVERY_TARGET = [*PROBE_TARGETS, *CELL_PROBE_TARGETS, TEXT_PROBE_TARGET, WORD_PROBE_TARGET]
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("probe") / "data"
@@ -120,13 +150,16 @@ def test_the_probe_of_a_checkpoint_covers_every_target(world: Path, tmp_path: Pa
 
     save(predictor, tmp_path / "model")
     results = probe_checkpoint(tmp_path / "model", world, records=60)
-    assert [result.target for result in results] == [*PROBE_TARGETS, *CELL_PROBE_TARGETS, TEXT_PROBE_TARGET]
+    assert [result.target for result in results] == EVERY_TARGET
     lines = sum(len(record.text_lines) for record in open_dataset(world))
+    words = sum(len(line.text.split()) for record in open_dataset(world) for line in record.text_lines)
     for result in results:
         if result.target in PROBE_TARGETS:
             assert (result.train_records, result.test_records) == (48, 12)
         elif result.target == TEXT_PROBE_TARGET:  # one row per text line
             assert result.train_records + result.test_records == lines > 0
+        elif result.target == WORD_PROBE_TARGET:  # one row per cell holding a word: at most one per word
+            assert 0 < result.train_records + result.test_records <= words
         else:  # cells: at 64 px the grid is 2 x 2, so 1 to 4 cells with a shape per record
             assert 60 <= result.train_records + result.test_records <= 240
         assert 0.0 <= result.accuracy <= 1.0 and 1 / result.classes <= result.majority <= 1.0
@@ -144,4 +177,4 @@ def test_the_command_prints_the_table(world: Path, tmp_path: Path, capsys: pytes
                  "--records", "20"]) == 0  # fmt: skip
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[0] == "target"
-    assert [line.split()[0] for line in lines[1:]] == [*PROBE_TARGETS, *CELL_PROBE_TARGETS, TEXT_PROBE_TARGET]
+    assert [line.split()[0] for line in lines[1:]] == EVERY_TARGET

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import omnivis
 from omnivis.data.build import make_world_dataset
@@ -25,6 +26,7 @@ from omnivis.pretrain.tagging_data import (
     TaggingExamples,
     TaggingTargets,
     cell_targets,
+    cell_word_targets,
     class_vocabulary,
 )
 from omnivis.train.config import ModelSettings
@@ -99,6 +101,19 @@ def test_the_loss_by_hand() -> None:
     assert tagging_loss(outputs, targets, cell_weight=0.5, crop_weight=2.0).item() == pytest.approx(
         log(2) + 0.5 * cells + 2.0 * log(3)
     )
+    # Words (5 of them): the cell holding one and each cut-out naming one add log 5, weighted; cells and
+    # cut-outs without a word add nothing.
+    targets.cell_words = torch.tensor([[IGNORE_INDEX, 4]])
+    outputs.cell_words = torch.zeros(1, 2, 5)
+    targets.crop_words = torch.tensor([[IGNORE_INDEX, 0]])
+    outputs.crop_words = torch.zeros(2, 5)
+    assert tagging_loss(outputs, targets, 0.5, crop_weight=2.0, word_weight=3.0).item() == pytest.approx(
+        log(2) + 0.5 * cells + 2.0 * log(3) + 3.0 * log(5) + 2.0 * log(5)
+    )
+    targets.cell_words = torch.full((1, 2), IGNORE_INDEX)  # no word anywhere: no NaN, no term
+    assert tagging_loss(outputs, targets, 0.5, crop_weight=2.0, word_weight=3.0).item() == pytest.approx(
+        log(2) + 0.5 * cells + 2.0 * log(3) + 2.0 * log(5)
+    )
 
 
 def test_crops_are_the_largest_named_regions_cut_out() -> None:
@@ -109,15 +124,52 @@ def test_crops_are_the_largest_named_regions_cut_out() -> None:
     processing = ImageProcessing(size=(64, 64))
     examples = TaggingExamples([record], 64, processing, ["has:text"], classes, (2, 2), crops_per_image=8,
                                crop_size=32)  # fmt: skip
-    *_, crops, labels = examples[0]
+    *_, crops, labels, words = examples[0]
     assert labels.tolist() == [1, 2, 1, 2, 0, 0, IGNORE_INDEX, IGNORE_INDEX]
+    assert words.tolist() == [IGNORE_INDEX] * 8  # no word crops asked for
     assert crops.shape == (8, 3, 32, 32) and not crops[6:].any()
     left, top, right, bottom = 84.25, 53.25, 153.125, 116.5625  # the large hexagon, 15% of 68.875 each way
     margin = 0.15 * 68.875
     image = load_image(record.image).crop((left - margin, top - margin, right + margin, bottom + margin))
     assert torch.equal(crops[0], preprocess([image], (32, 32), processing.mean, processing.std)[0])
     without_crops = TaggingExamples([record], 64, processing, [], classes, (2, 2))
-    assert len(examples[0]) == 7 + 2 and len(without_crops[0]) == 7
+    assert len(examples[0]) == 8 + 3 and len(without_crops[0]) == 8
+
+
+def test_word_crops_follow_the_region_crops_and_keep_the_words_aspect() -> None:
+    """The scene's texts "mango" and "river" (one word each, reading order: "mango" first), with one region
+    slot before them: each cut out as a square around the word's centre, named by the word's index."""
+    record = generate_record(index=0, seed=2, config=VARIANTS["default"])
+    classes = Classes(categories=("hexagon",), colours=(), backgrounds=(), words=("mango", "river"))
+    processing = ImageProcessing(size=(64, 64))
+    examples = TaggingExamples([record], 64, processing, [], classes, (2, 2), crops_per_image=1, crop_size=32,
+                               word_crops_per_image=3)  # fmt: skip
+    *_, crops, categories, words = examples[0]
+    assert categories.tolist() == [0] + [IGNORE_INDEX] * 3  # the large hexagon, then no region labels
+    assert words.tolist() == [IGNORE_INDEX, 0, 1, IGNORE_INDEX]
+    line = record.text_lines[0]
+    assert line.text == "mango"
+    xs, ys = line.quad[0::2], line.quad[1::2]
+    centre_x, centre_y = (xs[0] + xs[1] + xs[2] + xs[3]) / 4, (ys[0] + ys[1] + ys[2] + ys[3]) / 4
+    length = math.hypot((xs[1] + xs[2] - xs[0] - xs[3]) / 2, (ys[1] + ys[2] - ys[0] - ys[3]) / 2)
+    half = length * (0.5 + 0.15)  # a one-word line: the word spans it; wider than high
+    square = (centre_x - half, centre_y - half, centre_x + half, centre_y + half)
+    image = load_image(record.image).crop(square)
+    assert torch.allclose(crops[1], preprocess([image], (32, 32), processing.mean, processing.std)[0])
+    assert not crops[3].any()
+
+
+def test_cell_word_targets_by_hand() -> None:
+    """On a 4x4 grid of the same scene: "mango" centred at (198.3, 144.4) -> row 2 col 3 (cell 11), "river"
+    at (101.0, 183.0) -> row 2 col 1 (cell 9); a word not among the classes is left out like an empty cell."""
+    record = generate_record(index=0, seed=2, config=VARIANTS["default"])
+    classes = Classes(categories=(), colours=(), backgrounds=(), words=("apple", "mango", "river"))
+    words = cell_word_targets(record, (4, 4), classes)
+    expected = [IGNORE_INDEX] * 16
+    expected[11], expected[9] = 1, 2
+    assert words.tolist() == expected
+    only_mango = replace(classes, words=("mango",))
+    assert cell_word_targets(record, (4, 4), only_mango).tolist().count(IGNORE_INDEX) == 15
 
 
 def test_classes_are_read_from_the_records() -> None:
@@ -126,6 +178,8 @@ def test_classes_are_read_from_the_records() -> None:
     assert "text" in classes.categories and "star" in classes.categories
     assert {"red", "blue"} <= set(classes.colours) and "text" not in classes.colours
     assert "pale green" in classes.backgrounds and list(classes.backgrounds) == sorted(classes.backgrounds)
+    said = {word for record in records for line in record.text_lines for word in line.text.split()}
+    assert classes.words == tuple(sorted(said)) and len(said) > 10
 
 
 def test_the_vocabulary_keeps_the_most_frequent_informative_tags() -> None:
@@ -168,6 +222,8 @@ def test_loader_processes_and_crops_give_the_same_run_as_in_process(easy_world: 
     assert alone.losses == loaded.losses
     plain = pretrain_tagging(replace(config, out=str(tmp_path / "c"), crops_per_image=0), progress=False)
     assert plain.losses != alone.losses  # the crops' loss is part of the run
+    words = pretrain_tagging(replace(config, out=str(tmp_path / "d"), word_crops_per_image=2), progress=False)
+    assert words.losses != alone.losses  # and so are the words'
 
 
 def test_init_continues_a_checkpoints_tower(easy_world: Path, tmp_path: Path) -> None:
@@ -187,6 +243,30 @@ def test_init_continues_a_checkpoints_tower(easy_world: Path, tmp_path: Path) ->
     assert not all(torch.allclose(continued[name], tensor, atol=1e-6) for name, tensor in fresh_tower.items())
 
 
+def test_heads_continue_a_tagging_run_with_its_vocabularies(easy_world: Path, tmp_path: Path) -> None:
+    """A run continued with `heads=` starts from the heads (and the tags and classes) the first one wrote, so
+    its first step's loss is the first run's loss on those weights, not a fresh head's."""
+    first = pretrain_tagging(
+        TaggingConfig(data=str(easy_world), out=str(tmp_path / "a"), image_size=64, steps=30, batch_size=8,
+                      warmup_steps=2, learning_rate=3e-3), progress=False,
+    )  # fmt: skip
+    config = TaggingConfig(data=str(easy_world), out=str(tmp_path / "b"), image_size=64, steps=1, batch_size=8,
+                           warmup_steps=0, learning_rate=1e-9, init=str(first.checkpoint))  # fmt: skip
+    fresh = pretrain_tagging(config, progress=False)
+    continued = pretrain_tagging(replace(config, out=str(tmp_path / "c"), heads=str(tmp_path / "a")),
+                                 progress=False)  # fmt: skip
+    assert continued.losses[0] < 0.8 * fresh.losses[0]
+    assert continued.tags == first.tags
+    heads = load_file(tmp_path / "a" / "heads.safetensors")
+    again = load_file(tmp_path / "c" / "heads.safetensors")
+    assert heads.keys() == again.keys() == {"head.weight", "head.bias", "background_head.weight",
+                                            "background_head.bias", "cell_head.weight", "cell_head.bias"}  # fmt: skip
+    assert all(torch.allclose(heads[name], again[name], atol=1e-5) for name in heads)
+    not_a_run = r"holds no heads.safetensors or tags.json or classes.json to continue"
+    with pytest.raises(ConfigError, match=not_a_run):
+        pretrain_tagging(replace(config, heads=str(first.checkpoint)), progress=False)
+
+
 def test_a_time_limit_ends_the_run_and_keeps_what_was_learnt(easy_world: Path, tmp_path: Path) -> None:
     config = TaggingConfig(data=str(easy_world), out=str(tmp_path), image_size=64, steps=50, batch_size=8,
                            max_minutes=1e-6)  # fmt: skip
@@ -201,8 +281,13 @@ def test_bad_configs_are_named() -> None:
         TaggingConfig(data="d", out="o", max_grad_norm=-1)
     with pytest.raises(ConfigError, match=r"device must be cpu, cuda, cuda:N or auto, got 'gpu'"):
         TaggingConfig(data="d", out="o", device="gpu")
-    with pytest.raises(ConfigError, match=r"num_workers and crops_per_image must be >= 0, got -1, 0"):
+    counts = r"num_workers, crops_per_image and word_crops_per_image must be >= 0"
+    with pytest.raises(ConfigError, match=counts + r", got -1, 0, 0"):
         TaggingConfig(data="d", out="o", num_workers=-1)
+    with pytest.raises(ConfigError, match=counts + r", got 0, 0, -2"):
+        TaggingConfig(data="d", out="o", word_crops_per_image=-2)
+    with pytest.raises(ConfigError, match=r"cell_weight and word_weight must be >= 0, got 1.0, -1"):
+        TaggingConfig(data="d", out="o", word_weight=-1)
     with pytest.raises(ConfigError, match=r"crop_size must be >= 32 and crop_weight >= 0, got 16, 1.0"):
         TaggingConfig(data="d", out="o", crop_size=16)
 

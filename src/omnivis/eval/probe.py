@@ -31,7 +31,9 @@ cells, majority 0.14 and 0.10) gives 0.34 and 0.57: it has begun to tell shapes 
 `TEXT_PROBE_TARGET` probes each text line's cells for which of the world's texts it shows. On the text lines of
 the same 2,000 records at 256 px (82 texts, majority share 0.036), the tower committed on 2026-12-05 (stage 5i)
 gives 0.056 and the one before it (5g) 0.052, while its cells name shapes at 0.80 and colours at 0.92: it
-keeps where text is, hardly what it says.
+keeps where text is, hardly what it says. `WORD_PROBE_TARGET` asks each word's cell alone (105 words, majority
+0.026): 0.069 for that tower, 0.511 after the tagging pre-training also named words for 98 minutes
+(`omnivis.pretrain.tagging`), which lifts the line probe to 0.41.
 
     results = probe_checkpoint("models/omnivis-tiny-world", "data/world-train", records=2000)
     print(format_probe_table(results))      # or: omnivis pretrain probe --model ... --data ...
@@ -127,6 +129,63 @@ CELL_PROBE_TARGETS: dict[str, Callable[[Region], str | None]] = {
 # shows. The world draws every line from a short list (82 words and phrases by default), so a tower that keeps
 # the strokes tells them apart where one that keeps only "some text is here" sits at the majority share.
 TEXT_PROBE_TARGET = "text_line"
+# Per word: the one cell of the last feature map that holds the word's centre, probed for which word it is.
+# Averaging a line's cells (above) blurs its words together; a decoder reading a line attends to each in turn.
+WORD_PROBE_TARGET = "cell_word"
+
+
+@dataclass(frozen=True)
+class PlacedWord:
+    """A word of a text line, placed along the line: its centre and its extent (width, height) in pixels."""
+
+    text: str
+    centre: tuple[float, float]
+    size: tuple[float, float]
+
+
+def line_words(text: str, quad: Sequence[float]) -> list[PlacedWord]:
+    """The words of one text line, each placed by its characters' share of the line.
+
+    The quad runs top left, top right, bottom right, bottom left (as the world draws it); the line's axis
+    runs from the middle of its left side to the middle of its right. A word spanning characters [a, b) of
+    n is centred at (a + b) / 2n along it and spans (b - a) / n of it: exact for a monospace font, within a
+    letter or so for a proportional one.
+    """
+    if len(quad) != 8:
+        raise InputError(f"a text line's quad has 8 numbers, got {len(quad)}")
+    xs, ys = quad[0::2], quad[1::2]
+    left = ((xs[0] + xs[3]) / 2, (ys[0] + ys[3]) / 2)
+    right = ((xs[1] + xs[2]) / 2, (ys[1] + ys[2]) / 2)
+    length = float(np.hypot(right[0] - left[0], right[1] - left[1]))
+    height = float(np.hypot(xs[3] - xs[0], ys[3] - ys[0]))
+    placed = []
+    for match in re.finditer(r"\S+", text):
+        share = (match.start() + match.end()) / 2 / max(len(text), 1)
+        centre = (left[0] + share * (right[0] - left[0]), left[1] + share * (right[1] - left[1]))
+        width = (match.end() - match.start()) / max(len(text), 1) * length
+        placed.append(PlacedWord(match.group(), centre, (width, height)))
+    return placed
+
+
+def cell_of(point: tuple[float, float], image_size: tuple[int, int], grid: tuple[int, int]) -> int:
+    """The row-major index of the (rows, columns) grid cell holding a pixel point of a (width, height) image."""
+    (width, height), (rows, columns) = image_size, grid
+    x = min(max(point[0] / width, 0.0), 1.0 - 1e-6) * columns
+    y = min(max(point[1] / height, 0.0), 1.0 - 1e-6) * rows
+    return int(y) * columns + int(x)
+
+
+def cell_words(record: Record, grid: tuple[int, int]) -> list[str | None]:
+    """Per cell of a (rows, columns) grid laid over the image, row-major: the longest word centred in it, or
+    None. The cell of a word is the one the tagging pre-training names it in."""
+    chosen: list[str | None] = [None] * (grid[0] * grid[1])
+    for line in record.text_lines:
+        for word in line_words(line.text, line.quad):
+            cell = cell_of(word.centre, (record.width, record.height), grid)
+            held = chosen[cell]
+            if held is None or len(word.text) > len(held):
+                chosen[cell] = word.text
+    return chosen
 
 
 def box_cells(
@@ -161,15 +220,12 @@ def _text_line_rows(maps: np.ndarray, records: Sequence[Record]) -> tuple[np.nda
 def cell_shapes(record: Record, grid: tuple[int, int]) -> list[Region | None]:
     """Per cell of a (rows, columns) grid laid over the image, row-major: the largest coloured shape whose box
     centre lies in the cell, or None. The cell of a centre is the one the tagging pre-training trains it in."""
-    rows, columns = grid
-    chosen: list[Region | None] = [None] * (rows * columns)
+    chosen: list[Region | None] = [None] * (grid[0] * grid[1])
     for region in record.regions:
         if shape_colour(region) is None:
             continue
         left, top, right, bottom = region.box
-        x = min(max((left + right) / 2 / record.width, 0.0), 1.0 - 1e-6) * columns
-        y = min(max((top + bottom) / 2 / record.height, 0.0), 1.0 - 1e-6) * rows
-        cell = int(y) * columns + int(x)
+        cell = cell_of(((left + right) / 2, (top + bottom) / 2), (record.width, record.height), grid)
         held = chosen[cell]
         if held is None or _area(region) > _area(held):
             chosen[cell] = region
@@ -247,13 +303,13 @@ def probe_tower(
     std: Sequence[float],
     targets: Sequence[str] | None = None,
 ) -> list[ProbeResult]:
-    """Probes `tower` for each target (default: all of `PROBE_TARGETS`, `CELL_PROBE_TARGETS` and
-    `TEXT_PROBE_TARGET`) on the records (or cells, or text lines) that carry its label.
+    """Probes `tower` for each target (default: all of `PROBE_TARGETS`, `CELL_PROBE_TARGETS`,
+    `TEXT_PROBE_TARGET` and `WORD_PROBE_TARGET`) on the records (or cells, or text lines) that carry its label.
 
     Raises:
         InputError: An unknown target, or too few labelled records for one.
     """
-    known = [*PROBE_TARGETS, *CELL_PROBE_TARGETS, TEXT_PROBE_TARGET]
+    known = [*PROBE_TARGETS, *CELL_PROBE_TARGETS, TEXT_PROBE_TARGET, WORD_PROBE_TARGET]
     names = known if targets is None else list(targets)
     unknown = [name for name in names if name not in known]
     if unknown:
@@ -272,6 +328,12 @@ def probe_tower(
             continue
         if name == TEXT_PROBE_TARGET:
             results.append(fit_probe(*_text_line_rows(maps, records), name))
+            continue
+        if name == WORD_PROBE_TARGET:
+            words = [(index, cell, word) for index, record in enumerate(records)
+                     for cell, word in enumerate(cell_words(record, grid)) if word is not None]  # fmt: skip
+            features = np.stack([cells[index, cell] for index, cell, _ in words]) if words else cells[:0, 0]
+            results.append(fit_probe(features, [word for _, _, word in words], name))
             continue
         # Rows stay in record order, so the fitted and the scored cells come from (nearly) disjoint records.
         label_of = CELL_PROBE_TARGETS[name]

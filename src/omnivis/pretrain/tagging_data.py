@@ -2,8 +2,8 @@
 
 `omnivis.pretrain.tagging` says what is learnt and why; this file turns a record into the tensors it learns
 from, with no model in sight: the pooled tags (`record_tags`, counted into a vocabulary), the single-label
-classes (`Classes`), the per-cell targets of the last feature map (`cell_targets`) and, optionally, the
-largest regions cut out (`TaggingExamples`).
+classes (`Classes`), the per-cell targets of the last feature map (`cell_targets`, `cell_word_targets`) and,
+optionally, the largest regions and the words of the text cut out (`TaggingExamples`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 
 from omnivis.data.records import Record, Region
 from omnivis.data.transforms import preprocess
-from omnivis.eval.probe import background_colour, shape_colour
+from omnivis.eval.probe import PlacedWord, background_colour, cell_words, line_words, shape_colour
 from omnivis.images import load_image
 from omnivis.model.florence import IGNORE_INDEX
 
@@ -56,28 +56,33 @@ def tag_vocabulary(records: Sequence[Record], max_tags: int) -> list[str]:
 
 @dataclass(frozen=True)
 class Classes:
-    """The single-label classes: a cell's object's category and colour, the image's background colour.
+    """The single-label classes: a cell's object's category and colour, the image's background colour, the
+    word of text centred in a cell.
 
     A cell without an object (or whose object has no colour) is class "none": index `len(categories)` or
-    `len(colours)`. An image whose caption names no background is left out of that loss.
+    `len(colours)`. An image whose caption names no background is left out of that loss, and a cell holding
+    no word (or one not among `words`) out of the words' loss.
     """
 
     categories: tuple[str, ...]
     colours: tuple[str, ...]
     backgrounds: tuple[str, ...]
+    words: tuple[str, ...] = ()
 
 
 def class_vocabulary(records: Sequence[Record]) -> Classes:
-    """The sorted categories, shape colours and background colours found in `records`."""
+    """The sorted categories, shape colours, background colours and words of text found in `records`."""
     categories = {region.category for record in records for region in record.regions if region.category}
     colours = {colour for record in records for region in record.regions if (colour := shape_colour(region))}
     backgrounds = {name for record in records if (name := background_colour(record))}
-    return Classes(tuple(sorted(categories)), tuple(sorted(colours)), tuple(sorted(backgrounds)))
+    words = {word for record in records for line in record.text_lines for word in line.text.split()}
+    return Classes(*(tuple(sorted(names)) for names in (categories, colours, backgrounds, words)))
 
 
 @dataclass
 class TaggingTargets:
-    """A batch's targets: pooled tags and background; per cell (B, h*w, ...) category, colour, object, box."""
+    """A batch's targets: pooled tags and background; per cell (B, h*w, ...) category, colour, object, box,
+    word; per cut-out (B, K) category and word (IGNORE_INDEX where a cut-out has none, or is padding)."""
 
     tags: torch.Tensor  # (B, T) multi-hot
     backgrounds: torch.Tensor  # (B,) class index, IGNORE_INDEX when the record names none
@@ -85,7 +90,9 @@ class TaggingTargets:
     cell_colours: torch.Tensor  # (B, h*w) its colour, len(colours) if none or colourless
     objectness: torch.Tensor  # (B, h*w) 1 where an object's centre lies
     boxes: torch.Tensor  # (B, h*w, 4) the largest such object: centre offsets in the cell, sqrt of size share
-    crop_categories: torch.Tensor | None = None  # (B, K) the cut-out regions' categories, IGNORE_INDEX: none
+    crop_categories: torch.Tensor | None = None  # (B, K) the cut-outs' categories
+    cell_words: torch.Tensor | None = None  # (B, h*w) the longest word centred in the cell
+    crop_words: torch.Tensor | None = None  # (B, K) the cut-outs' words
 
 
 def cell_targets(
@@ -127,9 +134,18 @@ def cell_targets(
     return categories, colours, objectness, boxes
 
 
+def cell_word_targets(record: Record, grid: tuple[int, int], classes: Classes) -> torch.Tensor:
+    """One record's per-cell word indices (h*w,): the longest word of text centred in the cell
+    (`omnivis.eval.probe.cell_words`), IGNORE_INDEX where none is or it is not among `classes.words`."""
+    index = {word: position for position, word in enumerate(classes.words)}
+    words = cell_words(record, grid)
+    return torch.tensor([index.get(word, IGNORE_INDEX) if word else IGNORE_INDEX for word in words])
+
+
 class TaggingExamples(torch.utils.data.Dataset):
-    """One record's input and targets: (pixels (3, H, W), tags (T,), background (), the 4 per-cell targets,
-    and with `crops_per_image` its largest regions cut out (K, 3, s, s) and their categories (K,))."""
+    """One record's input and targets: (pixels (3, H, W), tags (T,), background (), the 5 per-cell targets,
+    and with `crops_per_image` or `word_crops_per_image` its largest regions and first words cut out
+    (K, 3, s, s), their categories (K,) and their words (K,), K the two counts summed)."""
 
     def __init__(
         self,
@@ -141,11 +157,13 @@ class TaggingExamples(torch.utils.data.Dataset):
         grid: tuple[int, int],
         crops_per_image: int = 0,
         crop_size: int = 64,
+        word_crops_per_image: int = 0,
     ) -> None:
         self.dataset, self.size, self.processing = dataset, (image_size, image_size), processing
         self.index = {tag: position for position, tag in enumerate(tags)}
         self.classes, self.grid = classes, grid
         self.crops_per_image, self.crop_size = crops_per_image, crop_size
+        self.word_crops_per_image = word_crops_per_image
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -161,25 +179,44 @@ class TaggingExamples(torch.utils.data.Dataset):
         name = background_colour(record)
         backgrounds = self.classes.backgrounds
         background = backgrounds.index(name) if name in backgrounds else IGNORE_INDEX
-        cells = cell_targets(record, self.grid, self.classes)
-        if not self.crops_per_image:
-            return (pixels[0], multi_hot, torch.tensor(background), *cells)
-        return (pixels[0], multi_hot, torch.tensor(background), *cells, *self._crops(record, image))
+        words = cell_word_targets(record, self.grid, self.classes)
+        cells = (*cell_targets(record, self.grid, self.classes), words)
+        item = (pixels[0], multi_hot, torch.tensor(background), *cells)
+        if not self.crops_per_image + self.word_crops_per_image:
+            return item
+        return (*item, *self._crops(record, image))
 
-    def _crops(self, record: Record, image: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """The largest named regions cut out with a margin and resized: (K, 3, s, s), categories (K,)."""
-        size = (self.crop_size, self.crop_size)
-        crops = torch.zeros(self.crops_per_image, 3, *size)
-        labels = torch.full((self.crops_per_image,), IGNORE_INDEX)
+    def _crops(self, record: Record, image: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The largest named regions, then the first words (reading order), cut out with a margin and
+        resized: (K, 3, s, s), categories (K,) and words (K,); unused slots are zeros and IGNORE_INDEX."""
+        count = self.crops_per_image + self.word_crops_per_image
+        crops = torch.zeros(count, 3, self.crop_size, self.crop_size)
+        categories, words = torch.full((count,), IGNORE_INDEX), torch.full((count,), IGNORE_INDEX)
         named = [region for region in record.regions if region.category in self.classes.categories]
         named.sort(key=lambda region: -(region.box[2] - region.box[0]) * (region.box[3] - region.box[1]))
         for slot, region in enumerate(named[: self.crops_per_image]):
             left, top, right, bottom = region.box
             margin = CROP_MARGIN * max(right - left, bottom - top)
-            cut = image.crop((left - margin, top - margin, right + margin, bottom + margin))
-            crops[slot] = preprocess([cut], size, self.processing.mean, self.processing.std)[0]
-            labels[slot] = self.classes.categories.index(region.category)
-        return crops, labels
+            crops[slot] = self._cut(image, (left - margin, top - margin, right + margin, bottom + margin))
+            categories[slot] = self.classes.categories.index(region.category)
+        placed = [word for line in record.text_lines for word in line_words(line.text, line.quad)
+                  if word.text in self.classes.words]  # fmt: skip
+        for slot, word in enumerate(placed[: self.word_crops_per_image], start=self.crops_per_image):
+            crops[slot] = self._cut(image, _word_square(word))
+            words[slot] = self.classes.words.index(word.text)
+        return crops, categories, words
+
+    def _cut(self, image: Any, box: tuple[float, float, float, float]) -> torch.Tensor:
+        size = (self.crop_size, self.crop_size)
+        return preprocess([image.crop(box)], size, self.processing.mean, self.processing.std)[0]
+
+
+def _word_square(word: PlacedWord) -> tuple[float, float, float, float]:
+    """A square around a word, its longer extent plus `CROP_MARGIN` each way: a word keeps its aspect (a long
+    word squeezed into a square would not look like the same word at another length)."""
+    half = max(word.size) * (0.5 + CROP_MARGIN)
+    x, y = word.centre
+    return (x - half, y - half, x + half, y + half)
 
 
 class EpochBatches(torch.utils.data.Sampler[list[int]]):
@@ -202,7 +239,9 @@ Batch = tuple[torch.Tensor, torch.Tensor | None, TaggingTargets]  # pixels, crop
 def collate(items: list[tuple[torch.Tensor, ...]]) -> Batch:
     """`TaggingExamples` items stacked into a batch: pixels, crops (None without them) and the targets."""
     parts = [torch.stack(part) for part in zip(*items, strict=True)]
-    pixels, tags, backgrounds, categories, colours, objectness, boxes = parts[:7]
-    crops, crop_categories = parts[7:] if len(parts) == 9 else (None, None)
-    targets = TaggingTargets(tags, backgrounds, categories, colours, objectness, boxes, crop_categories)
+    pixels, tags, backgrounds, categories, colours, objectness, boxes, words = parts[:8]
+    crops, crop_categories, crop_words = parts[8:] if len(parts) == 11 else (None, None, None)
+    targets = TaggingTargets(
+        tags, backgrounds, categories, colours, objectness, boxes, crop_categories, words, crop_words
+    )
     return pixels, crops, targets
