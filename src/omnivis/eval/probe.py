@@ -32,7 +32,7 @@ cells, majority 0.14 and 0.10) gives 0.34 and 0.57: it has begun to tell shapes 
 the same 2,000 records at 256 px (82 texts, majority share 0.036), the tower committed on 2026-12-05 (stage 5i)
 gives 0.056 and the one before it (5g) 0.052, while its cells name shapes at 0.80 and colours at 0.92: it
 keeps where text is, hardly what it says. `WORD_PROBE_TARGET` asks each word's cell alone (105 words, majority
-0.026): 0.069 for that tower, 0.511 after the tagging pre-training also named words for 98 minutes
+0.026): 0.069 for that tower, 0.511 after the tagging pre-training also named words for 130 minutes
 (`omnivis.pretrain.tagging`), which lifts the line probe to 0.41.
 
     results = probe_checkpoint("models/omnivis-tiny-world", "data/world-train", records=2000)
