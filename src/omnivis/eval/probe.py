@@ -25,15 +25,16 @@ what they are: colours below chance, where even random features carry some.
 largest shape centred in it (same records; 4x4 cells at 128 px, ~4,500 cells; majority 0.14 and 0.10): the
 earlier checkpoint's tower 0.21 and 0.10; the tower of `omnivis pretrain tagging --steps 800` (per-cell softmax
 targets) 0.15 and 0.69. Colours were kept where they are; shapes not told apart, pooled or per cell. The
-committed tower (tagging, then trained inside the model on 2 CPU cores at 128 px and on a GPU at 256 px; 8x8
+stage-4 tower (tagging, then trained inside the model on 2 CPU cores at 128 px and on a GPU at 256 px; 8x8
 cells, majority 0.14 and 0.10) gives 0.34 and 0.57: it has begun to tell shapes apart.
 
 `TEXT_PROBE_TARGET` probes each text line's cells for which of the world's texts it shows. On the text lines of
-the same 2,000 records at 256 px (82 texts, majority share 0.036), the tower committed on 2026-12-05 (stage 5i)
+the same 2,000 records at 256 px (82 texts, majority share 0.036), the tower of stage 5i (2026-12-05)
 gives 0.056 and the one before it (5g) 0.052, while its cells name shapes at 0.80 and colours at 0.92: it
 keeps where text is, hardly what it says. `WORD_PROBE_TARGET` asks each word's cell alone (105 words, majority
 0.026): 0.069 for that tower, 0.511 after the tagging pre-training also named words for 130 minutes
-(`omnivis.pretrain.tagging`), which lifts the line probe to 0.41.
+(`omnivis.pretrain.tagging`), which lifts the line probe to 0.41; 0.21 and 0.13 after stage 5j trained that
+tower inside the model at a tenth of the rate (the language loss does not keep the letters).
 
     results = probe_checkpoint("models/omnivis-tiny-world", "data/world-train", records=2000)
     print(format_probe_table(results))      # or: omnivis pretrain probe --model ... --data ...

@@ -59,15 +59,15 @@ colour 0.42; at 128 px the cells give 0.29 and 0.67). Naming a shape by its cell
 a matter of compute, which `device` and `num_workers` bring on a GPU.
 
 Reading is the same story one level finer. A tower taught shapes keeps where text is, not what it says (a model
-on it reads at CER 0.84), so each cell also names the word of text centred in it (`word_weight`; its place along
+on it read at CER 0.84), so each cell also names the word of text centred in it (`word_weight`; its place along
 the line by its characters' share, `omnivis.eval.probe.line_words`), and `word_crops_per_image` cuts each word
-out in a square around it, named by the same head. Continuing the committed tower at 256 px (16 images, 4
+out in a square around it, named by the same head. Continuing stage 5i's tower at 256 px (16 images, 4
 region and 4 word cut-outs each; per-cell probe of the word, 105 words, majority 0.026; of the category beside
 it), 2026-12-05:
 
 | run | cell word | cell category |
 |---|---|---|
-| the committed tower (5i) | 0.069 | 0.80 |
+| stage 5i's tower | 0.069 | 0.80 |
 | + 1,144 steps at 2e-4 (32 min, loss 15.0 -> 6.5) | 0.112 | 0.83 |
 | + 1,400 steps at 3e-4 (40 min, loss 11.1 -> 4.5) | 0.255 | 0.85 |
 | + 1,942 steps at 3e-4 (58 min, loss 6.8 -> 2.3) | 0.511 | 0.88 |
