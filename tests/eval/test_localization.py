@@ -11,6 +11,7 @@ from omnivis.eval.localization import (
     grounding_hits,
     grounding_recall,
     referring_accuracy,
+    segmentation_found,
     segmentation_overlap,
 )
 
@@ -204,3 +205,16 @@ def test_both_empty_agree_perfectly() -> None:
     metrics, ious = segmentation_overlap(answers, [[], [_rectangle(0, 0, 10, 10)]], [(40, 40), (40, 40)])
     assert ious == pytest.approx([1.0, 0.5], abs=1e-12)
     assert metrics == pytest.approx({"mIoU": 0.75, "oIoU": 50 / 100}, abs=1e-12)
+
+
+def test_found_tells_a_missed_object_from_a_loose_outline() -> None:
+    truths = [[_rectangle(0, 0, 10, 10)]] * 4 + [[]]
+    answers = [
+        _polygon_answer([_rectangle(0, 0, 10, 6)]),  # bounds IoU 60 / 100 = 0.6: found
+        # Two small objects in opposite corners: their bounds together are the truth's.
+        _polygon_answer([_rectangle(0, 0, 2, 2)], [_rectangle(8, 8, 10, 10)]),
+        _polygon_answer([_rectangle(6, 0, 16, 10)]),  # I = 4 x 10 = 40, U = 160: 0.25, not found
+        None,
+        _polygon_answer([_rectangle(0, 0, 10, 10)]),  # no true vertex: nothing to find
+    ]
+    assert segmentation_found(answers, truths) == [True, True, False, False, False]

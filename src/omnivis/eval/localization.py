@@ -13,7 +13,9 @@ loader); the tests check them against hand-computed values.
 - Referring segmentation and region-to-segmentation: the union of every polygon in the answer against the
   true polygons, both rasterized by pycocotools. mIoU is the mean of per-query IoUs, oIoU the sum of
   intersections over the sum of unions; a query whose prediction and truth both cover no pixel agrees
-  perfectly (IoU 1).
+  perfectly (IoU 1). To tell a missed object from a loose outline, an answer also counts as having found its
+  object when the bounds of all its polygons overlap those of the true ones by box IoU >= 0.5, the rule a
+  referring expression's box is held to (`segmentation_found`).
 """
 
 from __future__ import annotations
@@ -90,10 +92,7 @@ def segmentation_overlap(
     """mIoU and oIoU of predicted polygon masks against true ones, and each query's IoU."""
     intersections, unions, ious = [], [], []
     for answer, truth, size in zip(answers, truths, image_sizes, strict=True):
-        polygons = (
-            [] if answer is None else [polygon for item in answer.get("polygons", []) for polygon in item]
-        )
-        intersection, union = mask_overlap(polygons, truth, size)
+        intersection, union = mask_overlap(_answer_polygons(answer), truth, size)
         intersections.append(intersection)
         unions.append(union)
         ious.append(intersection / union if union > 0 else 1.0)
@@ -103,3 +102,31 @@ def segmentation_overlap(
         "oIoU": sum(intersections) / total_union if total_union > 0 else 1.0,
     }
     return metrics, ious
+
+
+def segmentation_found(
+    answers: Sequence[Mapping[str, Any] | None], truths: Sequence[Sequence[Sequence[float]]]
+) -> list[bool]:
+    """Whether each answer found its object: the bounds of all its polygons overlap the bounds of the true
+    polygons by box IoU >= 0.5 (an answer or truth without a vertex finds nothing)."""
+    found = []
+    for answer, truth in zip(answers, truths, strict=True):
+        answer_box, truth_box = _bounds(_answer_polygons(answer)), _bounds(truth)
+        found.append(
+            answer_box is not None
+            and truth_box is not None
+            and float(box_iou([answer_box], [truth_box])[0, 0]) >= IOU_THRESHOLD
+        )
+    return found
+
+
+def _answer_polygons(answer: Mapping[str, Any] | None) -> list[Sequence[float]]:
+    """Every polygon of every object of a segmentation answer; none for a missing answer."""
+    return [] if answer is None else [polygon for item in answer.get("polygons", []) for polygon in item]
+
+
+def _bounds(polygons: Sequence[Sequence[float]]) -> list[float] | None:
+    """(x0, y0, x1, y1) around every vertex of flat polygons; None without a vertex."""
+    xs = [value for polygon in polygons for value in polygon[0::2]]
+    ys = [value for polygon in polygons for value in polygon[1::2]]
+    return [min(xs), min(ys), max(xs), max(ys)] if xs and ys else None

@@ -179,10 +179,20 @@ def _segmentation(queries: Sequence[Query], answers: Sequence[Any]) -> TaskScore
     metrics, ious = localization.segmentation_overlap(
         answers, [q.truth for q in queries], [q.image_size for q in queries]
     )
+    found = localization.segmentation_found(answers, [q.truth for q in queries])
+    where = f"mIoU {_mean_where(ious, found, True)} where found, {_mean_where(ious, found, False)} where not"
     rules = [
-        "masks rasterized by pycocotools; mIoU = mean of per-query IoU, oIoU = total intersection / total union"
+        "masks rasterized by pycocotools; mIoU = mean of per-query IoU, oIoU = total intersection / total union",
+        f"found (the answer's bounds at box IoU >= 0.5 with the truth's): {where}",
     ]
-    return TaskScore(dict(metrics), list(ious), rules)
+    counts = {"found (bounds at box IoU >= 0.5)": sum(found)}
+    return TaskScore(dict(metrics), list(ious), rules, counts)
+
+
+def _mean_where(values: Sequence[float], flags: Sequence[bool], flag: bool) -> str:
+    """The mean of `values` whose flag is `flag`, to 3 decimals; "-" where there are none."""
+    chosen = [value for value, kept in zip(values, flags, strict=True) if kept == flag]
+    return f"{sum(chosen) / len(chosen):.3f}" if chosen else "-"
 
 
 def _reading(queries: Sequence[Query], answers: Sequence[Any]) -> TaskScore:
