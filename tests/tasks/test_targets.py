@@ -25,6 +25,8 @@ from omnivis.data.records import (
 from omnivis.errors import DatasetError, InputError
 from omnivis.loading import bundled_tokenizer
 from omnivis.tasks import TASKS, Example, TargetError, Unrepresentable, all_examples, examples
+from omnivis.tasks.serializers import canonical_polygon
+from omnivis.world import generate_record
 
 HUMAN = Provenance("human")
 
@@ -275,6 +277,49 @@ def test_polygon_vertices_that_share_a_bin_are_kept() -> None:
     record = Record("tiny", png(1000, 500), 1000, 500, "human", regions=(region,)).validate()
     (segmentation,) = examples("<REGION_TO_SEGMENTATION>", record)
     assert segmentation.target == loc(50, 100, 50, 100, 50, 100)
+
+
+@pytest.mark.parametrize(
+    ("polygon", "canonical"),
+    [
+        # Clockwise on screen from the bottom right: turned to start at the top left (leftmost, then topmost).
+        (
+            (90.0, 150.0, 10.0, 150.0, 10.0, 100.0, 90.0, 100.0),
+            (10.0, 100.0, 90.0, 100.0, 90.0, 150.0, 10.0, 150.0),
+        ),
+        # Counter-clockwise on screen (shoelace sum < 0 with y down): reversed, then turned.
+        ((20.0, 110.0, 25.0, 120.0, 30.0, 110.0), (20.0, 110.0, 30.0, 110.0, 25.0, 120.0)),
+        # A diamond: the single leftmost vertex leads, whatever its height.
+        ((50.0, 0.0, 100.0, 50.0, 50.0, 100.0, 0.0, 50.0), (0.0, 50.0, 50.0, 0.0, 100.0, 50.0, 50.0, 100.0)),
+        # No area (collinear): the order is kept, from the leftmost vertex.
+        ((30.0, 30.0, 10.0, 10.0, 20.0, 20.0), (10.0, 10.0, 20.0, 20.0, 30.0, 30.0)),
+    ],
+)
+def test_canonical_polygon_starts_leftmost_and_turns_clockwise(
+    polygon: tuple[float, ...], canonical: tuple[float, ...]
+) -> None:
+    assert canonical_polygon(polygon) == canonical
+
+
+def test_segmentation_targets_start_at_the_left_edge_whatever_the_record_order() -> None:
+    # The square of SCENE written from another corner and the other way round: the same target and answer.
+    corners = SQUARE_POLYGONS[0]
+    turned = corners[4:] + corners[:4]
+    backwards = tuple(value for index in (3, 2, 1, 0) for value in corners[2 * index : 2 * index + 2])
+    for polygon in (turned, backwards):
+        region = Region(SQUARE, "square", HUMAN, polygons=(polygon,))
+        record = Record("square", png(1000, 500), 1000, 500, "human", regions=(region,)).validate()
+        (segmentation,) = examples("<REGION_TO_SEGMENTATION>", record)
+        assert segmentation.target == loc(10, 200, 90, 200, 90, 300, 10, 300)
+        assert segmentation.answer["polygons"] == [[list(corners)]]
+
+
+def test_world_polygons_are_written_from_their_leftmost_vertex() -> None:
+    record = generate_record(0, seed=3)
+    for example in examples("<REGION_TO_SEGMENTATION>", record):
+        for polygon in example.answer["polygons"][0]:
+            xs, ys = polygon[0::2], polygon[1::2]
+            assert (xs[0], ys[0]) == min(zip(xs, ys, strict=True))
 
 
 def refusal(task: str, record: Record) -> str:

@@ -9,9 +9,9 @@ Formats (the official checkpoints' outputs, e.g. transformers.js's Florence-2 po
 - OCR with regions writes each line's text then the eight location tokens of its quadrilateral (corners
   clockwise from the top-left), the lines back to back in reading order; `<OCR>` joins the lines with "\n"
   (official checkpoints join them with nothing, which loses the line breaks; `Record.ocr_text` keeps them);
-- segmentation writes the vertices of each polygon in their (clockwise) order, `<sep>` between the polygons of
-  one object, without a label; vertices that fall into the same bins are all kept, so parsing gives back as
-  many vertices as the polygon has;
+- segmentation writes the vertices of each polygon clockwise on screen from its leftmost vertex (the topmost
+  of tied ones; `canonical_polygon`), `<sep>` between the polygons of one object, without a label; vertices
+  that fall into the same bins are all kept, so parsing gives back as many vertices as the polygon has;
 - region-to-text answers (category, description, text) are followed by the four location tokens of the region
   they were asked about, as official checkpoints echo it (`car<loc_52><loc_332><loc_932><loc_774>`);
 - captions and VQA answers are the text itself.
@@ -370,12 +370,35 @@ def _grounding_example(record: Record, index: int) -> Example:
 # --- segmentation -----------------------------------------------------------------------------------------
 
 
+def canonical_polygon(polygon: Sequence[float]) -> tuple[float, ...]:
+    """A flat polygon (x0, y0, x1, y1, ...) written clockwise on screen from its leftmost vertex, the topmost
+    of tied ones.
+
+    Where a polygon starts is otherwise arbitrary (the world's shapes start where their rotation put their
+    first vertex: a circle on its right, a square at whichever corner was top left before turning; COCO's at
+    the annotator's first click), and a target whose first vertex the image cannot tell is one the model can
+    only guess. From the leftmost vertex, the first location token is the object's left edge, the very token a
+    box starts with, so segmentation's first step is the one detection and referring expressions learn too.
+    Image y points down, so a positive shoelace sum turns clockwise on screen; a polygon without area keeps its
+    order.
+    """
+    xs, ys = polygon[0::2], polygon[1::2]
+    count = len(xs)
+    twice_area = sum(xs[i] * ys[(i + 1) % count] - xs[(i + 1) % count] * ys[i] for i in range(count))
+    order = list(range(count)) if twice_area >= 0 else list(range(count - 1, -1, -1))
+    first = min(range(count), key=lambda position: (xs[order[position]], ys[order[position]]))
+    return tuple(
+        value for position in order[first:] + order[:first] for value in (xs[position], ys[position])
+    )
+
+
 def _polygons_example(record: Record, task: str, task_input: TaskInput, region: Region, what: str) -> Example:
-    """A region's polygons as segmentation writes them: one object, no label."""
+    """A region's polygons as segmentation writes them: one object, no label, each `canonical_polygon`."""
     for index, polygon in enumerate(region.polygons):
         _check_points(polygon, record.image_size, f"{what} polygon {index}", count=None)
-    bins = _quantize_all(region.polygons, record.image_size)
-    answer = {"polygons": [[list(polygon) for polygon in region.polygons]], "labels": [""]}
+    polygons = [canonical_polygon(polygon) for polygon in region.polygons]
+    bins = _quantize_all(polygons, record.image_size)
+    answer = {"polygons": [[list(polygon) for polygon in polygons]], "labels": [""]}
     return Example(task, task_input, POLYGON_SEPARATOR.join(map(format_locations, bins)), answer)
 
 

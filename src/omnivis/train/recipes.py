@@ -138,9 +138,11 @@ def demo_cpu() -> TrainConfig:
     Expected result (held-out seed 7, 48 scenes: every one of its ~640 questions, whose baseline is each
     question's majority training answer, 0.375; 32 brief captions, baseline CIDEr 0.45; 32 detections,
     baseline AP50 0), VQA / CIDEr / AP50 in runs the ~11-minute limit ended, on 2 cores, 2026-12-05:
-      - the shared encoder of stage 5j's checkpoint (committed last on 2026-12-05), as `omnivis demo
-        --train`, decoding without the 3-gram ban: 0.667 / 4.22 / 0.660 (11 min 42 s, 617 steps of ~1.08 s;
-        proposals 0.45, region to category 1.00, referring expressions 0.25, 12 of 16 tasks beaten).
+      - the shared encoder of stage 5m's checkpoint (committed last on 2026-12-05), as `omnivis demo
+        --train`, decoding without the 3-gram ban: 0.642 / 4.57 / 0.498 (11 min 54 s, 544 steps of ~1.2 s;
+        proposals 0.27, region to category 0.75, referring expressions 0.25, 11 of 16 tasks beaten).
+      - the shared encoder of stage 5j's checkpoint, the same way: 0.667 / 4.22 / 0.660 (11 min 42 s, 617
+        steps of ~1.08 s; proposals 0.45, region to category 1.00, referring expressions 0.25, 12 of 16).
       - the shared encoder of stage 5i's checkpoint, the same way: 0.564 / 4.12 / 0.595 (11 min 44 s, 588
         steps of ~1.1 s; proposals 0.39, region to category 0.88, referring expressions 0.25, 13 of 16).
       - the shared encoder of stage 5g's checkpoint, the same way: 0.509 / 4.15 / 0.467 (about 11 min 45 s,
