@@ -314,12 +314,20 @@ def test_segmentation_targets_start_at_the_left_edge_whatever_the_record_order()
         assert segmentation.answer["polygons"] == [[list(corners)]]
 
 
-def test_world_polygons_are_written_from_their_leftmost_vertex() -> None:
-    record = generate_record(0, seed=3)
-    for example in examples("<REGION_TO_SEGMENTATION>", record):
-        for polygon in example.answer["polygons"][0]:
-            xs, ys = polygon[0::2], polygon[1::2]
-            assert (xs[0], ys[0]) == min(zip(xs, ys, strict=True))
+def test_world_polygons_are_written_clockwise_from_their_leftmost_vertex() -> None:
+    polygons = [
+        polygon
+        for index in range(3)
+        for example in examples("<REGION_TO_SEGMENTATION>", generate_record(index, seed=3))
+        for polygon in example.answer["polygons"][0]
+    ]
+    assert len(polygons) >= 6
+    for polygon in polygons:
+        xs, ys = polygon[0::2], polygon[1::2]
+        assert (xs[0], ys[0]) == min(zip(xs, ys, strict=True))
+        count = len(xs)
+        # Shoelace sum with image y pointing down: positive turns clockwise on screen.
+        assert sum(xs[i] * ys[(i + 1) % count] - xs[(i + 1) % count] * ys[i] for i in range(count)) > 0
 
 
 def refusal(task: str, record: Record) -> str:
