@@ -20,7 +20,6 @@ from omnivis.images import load_image
 from omnivis.model.florence import IGNORE_INDEX
 from omnivis.predictor import ImageProcessing
 from omnivis.pretrain import TaggingConfig, pretrain_tagging, record_tags, tag_vocabulary
-from omnivis.pretrain.tagging import TaggingOutputs, read_tags, tagging_loss
 from omnivis.pretrain.tagging_data import (
     Classes,
     TaggingExamples,
@@ -29,6 +28,7 @@ from omnivis.pretrain.tagging_data import (
     cell_word_targets,
     class_vocabulary,
 )
+from omnivis.pretrain.tagging_heads import TaggingOutputs, read_tags, tagging_loss
 from omnivis.train.config import ModelSettings
 from omnivis.train.model_setup import build_predictor, load_encoder_parts
 from omnivis.world import VARIANTS, generate_record

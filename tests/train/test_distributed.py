@@ -42,9 +42,10 @@ def _write_config(world_train: Path, run: Path, *overrides: str) -> Path:
 
 
 def _launch(world_train: Path, run: Path, *, processes: int, batch_size: int, strategy: str,
-            steps: int) -> dict[int, float]:  # fmt: skip
+            steps: int, extra: tuple[str, ...] = ()) -> dict[int, float]:  # fmt: skip
     config_path = _write_config(world_train, run, f"steps={steps}", f"batch_size={batch_size}",
-                                f"distributed={strategy}", "model.dropout=0.0", "checkpoint_every=100")  # fmt: skip
+                                f"distributed={strategy}", "model.dropout=0.0", "checkpoint_every=100",
+                                *extra)  # fmt: skip
     command = [sys.executable, "-m", "omnivis", "train", "--config", str(config_path), "--no-progress"]
     if processes > 1:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
@@ -82,6 +83,28 @@ def test_ddp_matches_one_process_over_a_few_steps(world_train: Path, tmp_path: P
         world_train, tmp_path / "ddp", processes=2, batch_size=2, strategy="ddp", steps=QUICK_STEPS
     )
     _compare(tmp_path / "ddp", losses, tmp_path / "single", expected, QUICK_STEPS)
+
+
+@pytest.mark.parametrize("strategy", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
+def test_two_ranks_match_one_process_with_the_towers_tagging_losses(strategy: str, world_train: Path,
+                                                                    tmp_path: Path) -> None:  # fmt: skip
+    """The tagging losses are per image, scaled by the step's images: 2 ranks add up to 1 process of 2B, in the
+    token losses, the tagging losses and the heads' weights."""
+    extra = ("tagging.weight=0.5", "tagging.word_weight=2.0")
+    expected = _launch(world_train, tmp_path / "single", processes=1, batch_size=4, strategy="ddp",
+                       steps=QUICK_STEPS, extra=extra)  # fmt: skip
+    losses = _launch(world_train, tmp_path / "ranks", processes=2, batch_size=2, strategy=strategy,
+                     steps=QUICK_STEPS, extra=extra)  # fmt: skip
+    _compare(tmp_path / "ranks", losses, tmp_path / "single", expected, QUICK_STEPS)
+    tagging, expected_tagging = (
+        [event["tagging_loss"] for event in read_events(run) if event["kind"] == "train"]
+        for run in (tmp_path / "ranks", tmp_path / "single")
+    )
+    assert len(tagging) == QUICK_STEPS and tagging == pytest.approx(expected_tagging, rel=1e-5)
+    heads = load_file(str(tmp_path / "ranks" / "checkpoints" / f"step-{QUICK_STEPS:08d}" / "heads.safetensors"))
+    reference = load_file(str(tmp_path / "single" / "checkpoints" / f"step-{QUICK_STEPS:08d}" / "heads.safetensors"))
+    for name in heads:
+        torch.testing.assert_close(heads[name], reference[name], rtol=1e-3, atol=1e-4, msg=name)
 
 
 @pytest.fixture(scope="module")

@@ -171,24 +171,33 @@ class Florence2(nn.Module):
         label_smoothing: float = 0.0,
         image_index: torch.Tensor | None = None,
         chunks: list[TextChunk] | None = None,
+        feature_heads: nn.Module | None = None,
     ) -> dict[str, Any]:
         """Teacher-forced pass. Returns `logits` (B, T, vocab) and, given `labels` (B, T), the mean token `loss`.
 
         `image_index` (B,), when given, says which of the `pixel_values` images each row reads, so several
         prompts about one image share one pass through the vision tower (training draws several tasks per image).
         With `chunks` instead of the row tensors, returns `chunk_logits`: one (rows, T, vocab) per chunk, every
-        chunk reading the same single pass over the images.
+        chunk reading the same single pass over the images. `feature_heads`, a module registered on this model
+        (training's auxiliary losses on the tower), reads the tower's (images, C, h, w) feature map; its output
+        is returned as `feature_outputs`. It runs inside this forward so that DDP and FSDP see its parameters.
         """
-        image_tokens = self.encode_image(pixel_values)  # (images, N, d_model)
+        features = self.vision_tower.forward_features(pixel_values.to(self.dtype))  # (images, C, h, w)
+        image_tokens = self.multi_modal_projector(features)  # (images, N, d_model)
         if chunks is not None:
-            return {"chunk_logits": [self._decode_rows(image_tokens[c.image_index], c.input_ids, c.attention_mask,
-                                                       c.decoder_input_ids) for c in chunks]}  # fmt: skip
+            chunk_logits = [self._decode_rows(image_tokens[c.image_index], c.input_ids, c.attention_mask,
+                                              c.decoder_input_ids) for c in chunks]  # fmt: skip
+            if feature_heads is None:
+                return {"chunk_logits": chunk_logits}
+            return {"chunk_logits": chunk_logits, "feature_outputs": feature_heads(features)}
         if input_ids is None or decoder_input_ids is None:
             raise ValueError("give input_ids and decoder_input_ids, or chunks")
         if image_index is not None:
             image_tokens = image_tokens[image_index]  # (B, N, d_model)
         logits = self._decode_rows(image_tokens, input_ids, attention_mask, decoder_input_ids)
         output: dict[str, Any] = {"logits": logits}
+        if feature_heads is not None:
+            output["feature_outputs"] = feature_heads(features)
         if labels is not None:
             output["loss"] = F.cross_entropy(
                 logits.flatten(0, 1).float(),

@@ -82,7 +82,6 @@ cells averaged, 0.41 (from 0.056). Each continuation above started its heads afr
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -91,7 +90,6 @@ from typing import Any
 
 import safetensors.torch
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from omnivis.data.dataset import open_dataset
@@ -99,25 +97,29 @@ from omnivis.errors import ConfigError, DatasetError
 from omnivis.io import atomic_write_bytes, atomic_write_json
 from omnivis.loading import save
 from omnivis.model.davit import DaViT
-from omnivis.model.florence import IGNORE_INDEX
 from omnivis.pretrain.tagging_data import (
     Batch,
     Classes,
     EpochBatches,
     TaggingExamples,
-    TaggingTargets,
-    class_vocabulary,
     collate,
-    tag_vocabulary,
+)
+from omnivis.pretrain.tagging_heads import (
+    CLASSES_FILE,
+    HEADS_FILE,
+    TAGS_FILE,
+    TaggingHeads,
+    TaggingOutputs,
+    counted_vocabularies,
+    load_heads,
+    read_vocabularies,
+    tagging_loss,
 )
 from omnivis.train.config import ModelSettings, OptimSettings
 from omnivis.train.model_setup import build_predictor
 from omnivis.train.optim import build_scheduler
 
-TAGS_FILE = "tags.json"
-CLASSES_FILE = "classes.json"
 CONFIG_FILE = "tagging_config.json"
-HEADS_FILE = "heads.safetensors"  # the linear heads, so that a later run can continue them (`heads=`)
 
 
 @dataclass(frozen=True)
@@ -186,90 +188,20 @@ class TaggingResult:
     tags: list[str]
 
 
-@dataclass
-class TaggingOutputs:
-    """The heads' logits: pooled (B, T) tags and (B, backgrounds); per cell (B, h*w, ...) the rest."""
-
-    tags: torch.Tensor
-    backgrounds: torch.Tensor
-    cell_categories: torch.Tensor  # (B, h*w, categories + 1)
-    cell_colours: torch.Tensor  # (B, h*w, colours + 1)
-    objectness: torch.Tensor  # (B, h*w)
-    boxes: torch.Tensor  # (B, h*w, 4)
-    crop_categories: torch.Tensor | None = None  # (B*K, categories + 1): the cells' category head per crop
-    cell_words: torch.Tensor | None = None  # (B, h*w, words)
-    crop_words: torch.Tensor | None = None  # (B*K, words): the cells' word head per crop
-
-
 class TaggingModel(nn.Module):
-    """A vision tower with linear heads: tags and background on its pooled features, the rest on each cell."""
+    """A vision tower with the tagging heads on its last feature map (and on its cut-outs' features)."""
 
     def __init__(self, vision_tower: DaViT, channels: int, tags: int, classes: Classes) -> None:
         super().__init__()
         self.vision_tower = vision_tower
-        # The cell head's outputs: category, colour (each with "none"), objectness, box, word (at least one
-        # column, so that a world without text keeps the same head).
-        self.split = (len(classes.categories) + 1, len(classes.colours) + 1, 1, 4, max(len(classes.words), 1))
-        self.head = nn.Linear(channels, tags)
-        self.background_head = nn.Linear(channels, max(len(classes.backgrounds), 1))
-        self.cell_head = nn.Linear(channels, sum(self.split))
+        self.heads = TaggingHeads(channels, tags, classes)
 
     def forward(self, pixels: torch.Tensor, crops: torch.Tensor | None = None) -> TaggingOutputs:
         features = self.vision_tower.forward_features(pixels)  # (B, C, h, w)
-        pooled = features.mean(dim=(2, 3))  # (B, C)
-        cells = features.flatten(2).transpose(1, 2)  # (B, h*w, C), row-major like the projector's tokens
-        categories, colours, objectness, boxes, words = self.cell_head(cells).split(self.split, dim=-1)
-        background = self.background_head(pooled)
-        crop_categories = crop_words = None
-        if crops is not None:  # (B, K, 3, s, s), named by the cells' heads: one feature serves both
+        crop_features = None
+        if crops is not None:  # (B, K, 3, s, s)
             crop_features = self.vision_tower.forward_features(crops.flatten(0, 1))  # (B*K, C, h', w')
-            crop_logits = self.cell_head(crop_features.mean(dim=(2, 3)))  # (B*K, sum(split))
-            crop_categories, *_, crop_words = crop_logits.split(self.split, dim=-1)
-        return TaggingOutputs(
-            self.head(pooled), background, categories, colours, objectness.squeeze(-1), boxes, crop_categories,
-            words, crop_words,
-        )  # fmt: skip
-
-
-def tagging_loss(
-    outputs: TaggingOutputs,
-    targets: TaggingTargets,
-    cell_weight: float,
-    crop_weight: float = 1.0,
-    word_weight: float = 1.0,
-) -> torch.Tensor:
-    """Pooled tags' BCE + background CE + `cell_weight` x (category, colour CE on the cells holding an
-    object + objectness BCE + box L1) + `word_weight` x the word CE on the cells holding a word + `crop_weight`
-    x the cut-outs' category and word CEs, each term only where it has targets."""
-    loss = F.binary_cross_entropy_with_logits(outputs.tags, targets.tags)
-    if (targets.backgrounds != IGNORE_INDEX).any():
-        loss = loss + F.cross_entropy(outputs.backgrounds, targets.backgrounds, ignore_index=IGNORE_INDEX)
-    positive = targets.objectness.bool()  # (B, h*w)
-    objectness = F.binary_cross_entropy_with_logits(outputs.objectness, targets.objectness)
-    if positive.any():  # one host sync; named and boxed on the cells holding an object only
-        categories = F.cross_entropy(outputs.cell_categories[positive], targets.cell_categories[positive])
-        colours = F.cross_entropy(outputs.cell_colours[positive], targets.cell_colours[positive])
-        box = F.l1_loss(outputs.boxes[positive], targets.boxes[positive])
-    else:
-        categories = colours = box = loss.new_zeros(())
-    loss = loss + cell_weight * (categories + colours + objectness + box)
-    if outputs.cell_words is not None and targets.cell_words is not None:
-        cell_words = outputs.cell_words.flatten(0, 1)  # (B*h*w, words)
-        loss = loss + word_weight * _labelled_cross_entropy(cell_words, targets.cell_words)
-    pairs = ((outputs.crop_categories, targets.crop_categories), (outputs.crop_words, targets.crop_words))
-    for logits, labels in pairs:
-        if logits is not None and labels is not None:
-            loss = loss + crop_weight * _labelled_cross_entropy(logits, labels)
-    return loss
-
-
-def _labelled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Softmax CE over the rows of (N, classes) logits whose label (any shape, N in all) is not IGNORE_INDEX;
-    zero when none is (where `F.cross_entropy` would give NaN)."""
-    labels = labels.flatten()  # (N,)
-    if not (labels != IGNORE_INDEX).any():
-        return logits.new_zeros(())
-    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+        return self.heads(features, crop_features)
 
 
 def pretrain_tagging(config: TaggingConfig, *, progress: bool = True) -> TaggingResult:
@@ -292,7 +224,7 @@ def pretrain_tagging(config: TaggingConfig, *, progress: bool = True) -> Tagging
     tower = predictor.model.vision_tower
     model = TaggingModel(tower, predictor.model.config.vision.embed_dims[-1], len(tags), classes)
     if config.heads:
-        _load_heads(model, Path(config.heads))
+        load_heads(model.heads, Path(config.heads))
     model = model.to(device).train()
     optimizer, scheduler = _optimization(model, config)
     with torch.no_grad():  # the last feature map's grid at this input size
@@ -343,39 +275,13 @@ def pretrain_tagging(config: TaggingConfig, *, progress: bool = True) -> Tagging
 def _vocabularies(config: TaggingConfig, dataset: Any) -> tuple[list[str], Classes]:
     """The tags and classes: a continued run's (`heads`), else counted on the first records of the data."""
     if config.heads:
-        written = (HEADS_FILE, TAGS_FILE, CLASSES_FILE)
-        missing = [name for name in written if not (Path(config.heads) / name).is_file()]
-        if missing:
-            where = f"heads={config.heads!r}"
-            raise ConfigError(f"tagging config: {where} holds no {' or '.join(missing)} to continue")
-        return read_tags(config.heads), read_classes(config.heads)
-    counted = [dataset[index] for index in range(min(len(dataset), config.vocabulary_records))]
-    tags, classes = tag_vocabulary(counted, config.max_tags), class_vocabulary(counted)
-    if not tags:
-        raise DatasetError(f"{config.data}: its records carry no tags (region categories or brief captions)")
-    return tags, classes
+        return read_vocabularies(config.heads, "tagging config: heads")
+    return counted_vocabularies(dataset, config.vocabulary_records, config.max_tags, config.data)
 
 
 def _heads_state(model: TaggingModel) -> dict[str, torch.Tensor]:
-    """The heads' weights: everything of the tagging model but its vision tower (saved with the checkpoint)."""
-    return {name: tensor.contiguous() for name, tensor in model.state_dict().items()
-            if not name.startswith("vision_tower.")}  # fmt: skip
-
-
-def _load_heads(model: TaggingModel, run_dir: Path) -> None:
-    """Loads a tagging run's heads into `model`, whose vocabularies were read from the same run.
-
-    Raises:
-        ConfigError: The heads do not fit the tower's width.
-    """
-    path = run_dir / HEADS_FILE
-    saved, expected = safetensors.torch.load_file(path), _heads_state(model)
-    names = expected.keys() | saved.keys()
-    wrong = sorted(name for name in names if name not in saved or name not in expected
-                   or saved[name].shape != expected[name].shape)  # fmt: skip
-    if wrong:
-        raise ConfigError(f"tagging config: the heads in {path} do not fit this tower: {', '.join(wrong)}")
-    model.load_state_dict(saved, strict=False)
+    """The heads' weights (saved with the checkpoint, so that a later run can continue them)."""
+    return {name: tensor.contiguous() for name, tensor in model.heads.state_dict().items()}
 
 
 def _optimization(
@@ -419,27 +325,10 @@ def _loader(examples: TaggingExamples, config: TaggingConfig) -> torch.utils.dat
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
     pixels, crops, targets = batch
-    moved = TaggingTargets(**{field.name: _moved(getattr(targets, field.name), device)
-                              for field in dataclasses.fields(TaggingTargets)})  # fmt: skip
-    return pixels.to(device), _moved(crops, device), moved
-
-
-def _moved(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
-    return None if tensor is None else tensor.to(device)
+    return pixels.to(device), None if crops is None else crops.to(device), targets.to(device)
 
 
 def _float32(outputs: TaggingOutputs) -> TaggingOutputs:
     """The heads' logits in float32 (autocast leaves them bf16): the losses are computed at full precision."""
     return TaggingOutputs(**{field.name: None if (logits := getattr(outputs, field.name)) is None
                              else logits.float() for field in dataclasses.fields(TaggingOutputs)})  # fmt: skip
-
-
-def read_tags(run_dir: str | Path) -> list[str]:
-    """The tag vocabulary a tagging run wrote."""
-    return list(json.loads((Path(run_dir) / TAGS_FILE).read_text(encoding="utf-8")))
-
-
-def read_classes(run_dir: str | Path) -> Classes:
-    """The single-label classes a tagging run wrote (a run from before words: none)."""
-    fields = json.loads((Path(run_dir) / CLASSES_FILE).read_text(encoding="utf-8"))
-    return Classes(**{name: tuple(values) for name, values in fields.items()})

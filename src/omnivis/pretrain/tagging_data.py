@@ -9,6 +9,7 @@ optionally, the largest regions and the words of the text cut out (`TaggingExamp
 from __future__ import annotations
 
 import collections
+import dataclasses
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -94,6 +95,10 @@ class TaggingTargets:
     cell_words: torch.Tensor | None = None  # (B, h*w) the longest word centred in the cell
     crop_words: torch.Tensor | None = None  # (B, K) the cut-outs' words
 
+    def to(self, device: torch.device) -> TaggingTargets:
+        return TaggingTargets(**{field.name: None if (value := getattr(self, field.name)) is None
+                                 else value.to(device) for field in dataclasses.fields(self)})  # fmt: skip
+
 
 def cell_targets(
     record: Record, grid: tuple[int, int], classes: Classes
@@ -142,10 +147,39 @@ def cell_word_targets(record: Record, grid: tuple[int, int], classes: Classes) -
     return torch.tensor([index.get(word, IGNORE_INDEX) if word else IGNORE_INDEX for word in words])
 
 
+class RecordTargets:
+    """A record's tagging targets, without its image: (tags (T,) multi-hot, background (), per cell (h*w,)
+    category, colour, objectness, (h*w, 4) box and (h*w,) word). The training loop keeps them beside the
+    language loss (`omnivis.train.tower_tagging`); `TaggingExamples` adds the image."""
+
+    def __init__(self, tags: Sequence[str], classes: Classes, grid: tuple[int, int]) -> None:
+        self.index = {tag: position for position, tag in enumerate(tags)}
+        self.classes, self.grid = classes, grid
+
+    def __call__(self, record: Record) -> tuple[torch.Tensor, ...]:
+        multi_hot = torch.zeros(len(self.index))
+        for tag in record_tags(record):
+            if tag in self.index:
+                multi_hot[self.index[tag]] = 1.0
+        name = background_colour(record)
+        backgrounds = self.classes.backgrounds
+        background = backgrounds.index(name) if name in backgrounds else IGNORE_INDEX
+        words = cell_word_targets(record, self.grid, self.classes)
+        return (multi_hot, torch.tensor(background), *cell_targets(record, self.grid, self.classes), words)
+
+
+def stack_targets(items: Sequence[tuple[torch.Tensor, ...]]) -> TaggingTargets:
+    """`RecordTargets` of a batch's records stacked into one `TaggingTargets` (no cut-outs)."""
+    tags, backgrounds, categories, colours, objectness, boxes, words = (
+        torch.stack(part) for part in zip(*items, strict=True)
+    )
+    return TaggingTargets(tags, backgrounds, categories, colours, objectness, boxes, cell_words=words)
+
+
 class TaggingExamples(torch.utils.data.Dataset):
-    """One record's input and targets: (pixels (3, H, W), tags (T,), background (), the 5 per-cell targets,
-    and with `crops_per_image` or `word_crops_per_image` its largest regions and first words cut out
-    (K, 3, s, s), their categories (K,) and their words (K,), K the two counts summed)."""
+    """One record's input and targets: (pixels (3, H, W), its `RecordTargets`, and with `crops_per_image` or
+    `word_crops_per_image` its largest regions and first words cut out (K, 3, s, s), their categories (K,)
+    and their words (K,), K the two counts summed)."""
 
     def __init__(
         self,
@@ -160,8 +194,7 @@ class TaggingExamples(torch.utils.data.Dataset):
         word_crops_per_image: int = 0,
     ) -> None:
         self.dataset, self.size, self.processing = dataset, (image_size, image_size), processing
-        self.index = {tag: position for position, tag in enumerate(tags)}
-        self.classes, self.grid = classes, grid
+        self.targets, self.classes = RecordTargets(tags, classes, grid), classes
         self.crops_per_image, self.crop_size = crops_per_image, crop_size
         self.word_crops_per_image = word_crops_per_image
 
@@ -172,16 +205,7 @@ class TaggingExamples(torch.utils.data.Dataset):
         record = self.dataset[position]
         image = load_image(record.image)
         pixels = preprocess([image], self.size, self.processing.mean, self.processing.std)
-        multi_hot = torch.zeros(len(self.index))
-        for tag in record_tags(record):
-            if tag in self.index:
-                multi_hot[self.index[tag]] = 1.0
-        name = background_colour(record)
-        backgrounds = self.classes.backgrounds
-        background = backgrounds.index(name) if name in backgrounds else IGNORE_INDEX
-        words = cell_word_targets(record, self.grid, self.classes)
-        cells = (*cell_targets(record, self.grid, self.classes), words)
-        item = (pixels[0], multi_hot, torch.tensor(background), *cells)
+        item = (pixels[0], *self.targets(record))
         if not self.crops_per_image + self.word_crops_per_image:
             return item
         return (*item, *self._crops(record, image))

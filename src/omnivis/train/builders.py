@@ -22,11 +22,13 @@ from omnivis.train.distributed import Runtime
 from omnivis.train.loss import LossSettings, location_range
 from omnivis.train.model_setup import set_training_mode
 from omnivis.train.optim import build_optimizer, build_scheduler
+from omnivis.train.tower_tagging import TowerTagging
 
 
-def build_stream(config: TrainConfig, predictor: Predictor, runtime: Runtime) -> TrainingStream | Curriculum:
+def build_stream(config: TrainConfig, predictor: Predictor, runtime: Runtime,
+                 tagging: TowerTagging | None = None) -> TrainingStream | Curriculum:  # fmt: skip
     """The training stream over `data.train` with the resolved task mixture and target budget, after the
-    `data.curriculum` lessons when there are any.
+    `data.curriculum` lessons when there are any; with `tagging`, each image also carries its tagging targets.
 
     Raises:
         DatasetError: `data.train`, a lesson or `data.eval` unreadable, or the mixture asking for tasks the data
@@ -42,6 +44,7 @@ def build_stream(config: TrainConfig, predictor: Predictor, runtime: Runtime) ->
             examples_per_image=config.data.examples_per_image, max_target_tokens=budget,
             max_prompt_tokens=prompt_room, seed=config.seed, shuffle=config.data.shuffle,
             mean=predictor.image_processing.mean, std=predictor.image_processing.std,
+            record_targets=None if tagging is None else tagging.targets,
         )  # fmt: skip
         stream.mixture = resolve_mixture(stream.dataset, config.data.mixture)
         return stream

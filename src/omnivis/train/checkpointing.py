@@ -7,7 +7,9 @@ A checkpoint is `<run>/checkpoints/step-00001234/`: an ordinary omnivis checkpoi
 - `trainer_state.json`: the step, the optimizer's parameter groups, the scheduler, the data position (the next
   stream position), the world size and global batch it was made with, and the best evaluation so far;
 - `train_config.json`: the resolved config of the run;
-- `adapters.safetensors` (LoRA runs only): the adapter factors; `model.safetensors` then holds merged weights.
+- `adapters.safetensors` (LoRA runs only): the adapter factors; `model.safetensors` then holds merged weights;
+- `heads.safetensors`, `tags.json`, `classes.json` (runs keeping the tagging losses): the tagging heads and
+  their vocabularies, as a tagging run writes them (`omnivis.train.tower_tagging`).
 No pickle is written or read. The directory is built under a hidden staging name and renamed into place
 only when complete, so a process killed mid-write leaves nothing `latest_checkpoint` would pick up.
 """
@@ -29,6 +31,7 @@ from omnivis.io import atomic_directory, atomic_write_json
 from omnivis.loading import write_checkpoint_files
 from omnivis.predictor import Predictor
 from omnivis.train.lora import ADAPTERS_FILE
+from omnivis.train.tower_tagging import HeadsCheckpoint
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
@@ -62,6 +65,7 @@ class Snapshot:
     trainer: TrainerState
     config: dict[str, Any]
     adapters: dict[str, torch.Tensor] | None = None  # LoRA factors; then model_state holds the merged weights
+    heads: HeadsCheckpoint | None = None  # the tagging heads, when the run keeps them (`tower_tagging`)
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
@@ -84,6 +88,8 @@ def save_checkpoint(predictor: Predictor, snapshot: Snapshot, run_dir: Path) -> 
             for kind, state in states.items()
         }
         save_file(rng, str(staging / "rng.safetensors"))
+        if snapshot.heads is not None:
+            snapshot.heads.write(staging)
         trainer = {**snapshot.trainer.__dict__, "param_groups": optimizer_meta}
         atomic_write_json(staging / TRAINER_STATE, trainer)
         atomic_write_json(staging / "train_config.json", snapshot.config)

@@ -22,7 +22,7 @@ import bisect
 import functools
 import itertools
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -36,6 +36,7 @@ from omnivis.data.transforms import IMAGENET_MEAN, IMAGENET_STD, preprocess
 from omnivis.errors import DatasetError
 from omnivis.images import load_image
 from omnivis.model.florence import IGNORE_INDEX, TextChunk
+from omnivis.pretrain.tagging_data import TaggingTargets, stack_targets
 from omnivis.tasks import TASKS, build_prompt
 from omnivis.tasks.targets import Example, all_examples
 from omnivis.tokenizer import Tokenizer
@@ -63,6 +64,7 @@ class ImageSample:
     pixels: torch.Tensor  # (3, H, W), normalised
     examples: list[EncodedExample]
     unwritable: int = 0  # annotations drawn that cannot be written as targets (skipped)
+    tagging: tuple[torch.Tensor, ...] | None = None  # the record's tagging targets (`RecordTargets`), if kept
 
 
 @dataclass
@@ -86,6 +88,7 @@ class Batch:
     )  # the rows again, grouped by length (see `chunk_rows`)
     chunk_labels: list[torch.Tensor] = field(default_factory=list)  # (rows, target tokens) per chunk
     chunk_rows: list[torch.Tensor] = field(default_factory=list)  # (rows,) each chunk's rows of `labels`
+    tagging: TaggingTargets | None = None  # the images' tagging targets, when the run keeps those losses
 
     @property
     def target_tokens(self) -> int:
@@ -107,7 +110,8 @@ class Batch:
                      truncated=self.truncated, task_counts=self.task_counts, unwritable=self.unwritable,
                      chunks=[chunk.to(device) for chunk in self.chunks],
                      chunk_labels=[labels.to(device, non_blocking=True) for labels in self.chunk_labels],
-                     chunk_rows=self.chunk_rows)  # fmt: skip
+                     chunk_rows=self.chunk_rows,
+                     tagging=None if self.tagging is None else self.tagging.to(device))  # fmt: skip
 
 
 def resolve_mixture(dataset: Dataset, mixture: Mapping[str, float]) -> dict[str, float]:
@@ -148,6 +152,7 @@ class TrainingStream(TorchDataset[ImageSample]):
         shuffle: bool = True,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        record_targets: Callable[[Record], tuple[torch.Tensor, ...]] | None = None,
     ) -> None:
         self.directory = directory
         self.dataset = open_dataset(directory)
@@ -160,6 +165,7 @@ class TrainingStream(TorchDataset[ImageSample]):
         self.seed = seed
         self.shuffle = shuffle
         self.mean, self.std = tuple(mean), tuple(std)
+        self.record_targets = record_targets  # the tagging targets each image also carries (None: none)
         if len(self.dataset) == 0:
             raise DatasetError(f"{directory} holds no records")
 
@@ -191,7 +197,8 @@ class TrainingStream(TorchDataset[ImageSample]):
         chosen = [self._encode(example, (record.width, record.height)) for example in drawn]
         image = load_image(record.image)
         pixels = preprocess([image], size=self.image_size, mean=self.mean, std=self.std)[0]
-        return ImageSample(position, record.image_id, pixels, chosen, unwritable)
+        tagging = None if self.record_targets is None else self.record_targets(record)
+        return ImageSample(position, record.image_id, pixels, chosen, unwritable, tagging)
 
     def _encode(self, example: Example, image_size: tuple[int, int]) -> EncodedExample:
         tokenizer = self.tokenizer
@@ -331,6 +338,7 @@ def collate(
         chunks=chunks,
         chunk_labels=chunk_labels,
         chunk_rows=rows_of_chunks,
+        tagging=stack_targets(tagged) if (tagged := [s.tagging for s in samples if s.tagging is not None]) else None,
     )
 
 

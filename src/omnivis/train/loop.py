@@ -3,11 +3,12 @@
     from omnivis.train import RECIPES, train
     result = train(RECIPES["tiny-world-cpu"]())
 
-Setup lives in `builders` (stream, loader, model, optimizer) and `resume` (save and restore). One optimizer
-step: read this rank's micro-batches, count the step's target tokens over all ranks, run each
-micro-batch forward and backward with its summed loss scaled by world_size / tokens (DDP and FSDP average
-gradients over ranks, so the result is the gradient of the step's mean token loss), stop on a non-finite loss
-before any weight changes, clip, step AdamW and the schedule, log, evaluate, checkpoint.
+Setup lives in `builders` (stream, loader, model, optimizer), `tower_tagging` (the tower's own losses, when
+kept) and `resume` (save and restore). One optimizer step: read this rank's micro-batches, count the step's
+target tokens over all ranks, run each micro-batch forward and backward with its summed loss scaled by
+world_size / tokens (DDP and FSDP average gradients over ranks, so the result is the gradient of the step's
+mean token loss), stop on a non-finite loss before any weight changes, clip, step AdamW and the schedule, log,
+evaluate, checkpoint.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from omnivis.train.model_setup import build_predictor, set_training_mode
 from omnivis.train.monitor import RunLog
 from omnivis.train.resume import restore, resume_point, save, start_run_directory
 from omnivis.train.summary import write_summary
+from omnivis.train.tower_tagging import TowerTagging, build_tower_tagging
 
 
 @dataclass
@@ -88,7 +90,8 @@ def _run(config: TrainConfig, runtime: Runtime, resume: bool | str, progress: bo
     resume_from = resume_point(run_dir, resume)
     seed_everything(config, runtime)
     predictor = build_predictor(config.model, config.seed)
-    stream = build_stream(config, predictor, runtime)
+    tagging = build_tower_tagging(config, predictor)  # None unless tagging.weight > 0
+    stream = build_stream(config, predictor, runtime, tagging)
     loss_settings = build_loss_settings(config, predictor)
     model, optimizer, scheduler = build_training_model(config, predictor, runtime)
     global_batch = runtime.world_size * config.batch_size * config.accumulation
@@ -110,11 +113,11 @@ def _run(config: TrainConfig, runtime: Runtime, resume: bool | str, progress: bo
         micro_batches = [next(batches).to(runtime.device) for _ in range(config.accumulation)]
         # tokens, cut targets, unwritable annotations, weighted tokens: all ranks
         counts = _step_counts(micro_batches, loss_settings, runtime)
-        loss_value = _forward_backward(
-            model, micro_batches, counts[3].float(), loss_settings, autocast, runtime
+        loss_value, tagging_value = _forward_backward(
+            model, micro_batches, counts[3].float(), loss_settings, autocast, runtime, tagging, global_batch
         )
-        if not math.isfinite(loss_value):
-            _stop_on_bad_loss(step, loss_value, micro_batches, last_checkpoint)
+        if not math.isfinite(loss_value + tagging_value):
+            _stop_on_bad_loss(step, loss_value + tagging_value, micro_batches, last_checkpoint)
         grad_norm = _clip(model, config.optim.grad_clip)
         learning_rate = optimizer.param_groups[0]["lr"]  # the rate this step trains at
         optimizer.step()
@@ -127,7 +130,8 @@ def _run(config: TrainConfig, runtime: Runtime, resume: bool | str, progress: bo
         timer.add(global_batch, int(counts[0]))
         log.advance(1)
         if state.step % config.log_every == 0 or state.step == config.steps:
-            _log_step(log, state, loss_value, grad_norm, learning_rate, timer, micro_batches)
+            _log_step(log, state, (loss_value, tagging_value if tagging else None), grad_norm, learning_rate, timer,
+                      micro_batches)  # fmt: skip
         out_of_time = _out_of_time(started, config, runtime)
         final = state.step == config.steps or out_of_time
         if config.data.eval and ((config.eval_every and state.step % config.eval_every == 0) or final):
@@ -136,7 +140,7 @@ def _run(config: TrainConfig, runtime: Runtime, resume: bool | str, progress: bo
             reliance = image_reliance(model, micro_batches[0], loss_settings, autocast, runtime)
             log.write({"kind": "image_check", "step": state.step, "image_reliance": reliance})
             state.scheduler = scheduler.state_dict()
-            last_checkpoint = save(predictor, model, optimizer, state, config, runtime, log)
+            last_checkpoint = save(predictor, model, optimizer, state, config, runtime, log, tagging)
         if out_of_time:
             log.write({"kind": "note", "step": state.step, "stopped": f"after {config.max_time_minutes} min"})
             break
@@ -180,29 +184,40 @@ def _forward_backward(
     loss_settings: LossSettings,
     autocast: contextlib.AbstractContextManager[Any],
     runtime: Runtime,
-) -> float:
-    """Forward and backward of every micro-batch; returns the step's mean token loss over all ranks.
+    tagging: TowerTagging | None,
+    images: int,
+) -> tuple[float, float]:
+    """Forward and backward of every micro-batch; returns the step's mean token loss over all ranks, and its
+    mean tagging loss per image (0 without `tagging`).
 
     `tokens` counts each token by its task's loss weight (see `LossSettings.task_weights`), so the mean is
     the weighted one. Each micro-batch's summed loss is scaled by world_size / tokens: DDP and FSDP average
     gradients over ranks, so the accumulated gradient is that of the mean over every target token of the step.
+    The tagging losses, summed over a micro-batch's images, are scaled alike by world_size / `images` (the
+    step's images over all ranks).
     """
-    step_loss = torch.zeros((), device=runtime.device)
+    step_loss = torch.zeros(2, device=runtime.device)  # (token loss, tagging loss)
+    heads = None if tagging is None else tagging.heads
     for index, batch in enumerate(micro_batches):
         weights = loss_settings.row_weights(batch.tasks)  # (rows,) or None
         chunk_weights = [None if weights is None else weights[rows] for rows in batch.chunk_rows]
         with distributed.gradient_sync(model, enabled=index == len(micro_batches) - 1), autocast:
-            chunk_logits = model(batch.pixel_values, chunks=batch.chunks)["chunk_logits"]  # one vision pass
+            outputs = model(batch.pixel_values, chunks=batch.chunks, feature_heads=heads)  # one vision pass
             summed = sum(
                 summed_token_loss(logits, labels, loss_settings, row_weights)
                 for logits, labels, row_weights in zip(
-                    chunk_logits, batch.chunk_labels, chunk_weights, strict=True
+                    outputs["chunk_logits"], batch.chunk_labels, chunk_weights, strict=True
                 )
             )
             loss = summed * runtime.world_size / tokens.clamp(min=1)
-        loss.backward()
-        step_loss += loss.detach()
-    return float(distributed.all_reduce_sum(step_loss, runtime)) / runtime.world_size
+            tower_loss = torch.zeros((), device=runtime.device)
+            if tagging is not None and batch.tagging is not None:
+                tower_sum = tagging.summed_loss(outputs["feature_outputs"], batch.tagging)
+                tower_loss = tower_sum * runtime.world_size / images
+        (loss + tower_loss).backward()
+        step_loss += torch.stack([loss.detach(), tower_loss.detach()])
+    language, tower = distributed.all_reduce_sum(step_loss, runtime).tolist()
+    return language / runtime.world_size, tower / runtime.world_size
 
 
 def _stop_on_bad_loss(step: int, value: float, batches: list[Batch], last_checkpoint: Path | None) -> None:
@@ -250,15 +265,18 @@ class _Throughput:
         return rates
 
 
-def _log_step(log: RunLog, state: TrainerState, loss: float, grad_norm: float, learning_rate: float,
-              timer: _Throughput, batches: list[Batch]) -> None:  # fmt: skip
+def _log_step(log: RunLog, state: TrainerState, losses: tuple[float, float | None], grad_norm: float,
+              learning_rate: float, timer: _Throughput, batches: list[Batch]) -> None:  # fmt: skip
+    """One metrics line: the mean token loss (`loss`) and, when kept, the mean tagging loss per image."""
+    loss, tagging_loss = losses
     samples_per_s, tokens_per_s = timer.take()
     tasks: dict[str, int] = {}
     for batch in batches:
         for task, count in batch.task_counts.items():
             tasks[task] = tasks.get(task, 0) + count
-    log.write({"kind": "train", "step": state.step, "loss": loss, "lr": learning_rate, "grad_norm": grad_norm,
-               "samples_per_s": samples_per_s, "tokens_per_s": tokens_per_s,
+    tagging = {} if tagging_loss is None else {"tagging_loss": tagging_loss}
+    log.write({"kind": "train", "step": state.step, "loss": loss, **tagging, "lr": learning_rate,
+               "grad_norm": grad_norm, "samples_per_s": samples_per_s, "tokens_per_s": tokens_per_s,
                "truncated_targets": state.truncated_targets, "unwritable_annotations": state.unwritable_annotations,
                "examples_by_task": tasks})  # fmt: skip
     log.postfix({"loss": f"{loss:.3f}", "img/s": f"{samples_per_s:.1f}", "tok/s": f"{tokens_per_s:.0f}"})

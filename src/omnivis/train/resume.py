@@ -24,6 +24,7 @@ from omnivis.train.config import TrainConfig
 from omnivis.train.distributed import Runtime
 from omnivis.train.lora import adapter_state, is_adapter, merged_state
 from omnivis.train.monitor import RunLog
+from omnivis.train.tower_tagging import TowerTagging, read_heads, split_heads
 
 
 def resume_point(run_dir: Path, resume: bool | str) -> Path | None:
@@ -50,11 +51,13 @@ def start_run_directory(run_dir: Path, config: TrainConfig) -> None:
 
 
 def save(predictor: Predictor, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainerState,
-         config: TrainConfig, runtime: Runtime, log: RunLog) -> Path:  # fmt: skip
-    """Gathers the full state (a collective under FSDP) and writes a checkpoint from rank 0."""
+         config: TrainConfig, runtime: Runtime, log: RunLog,
+         tagging: TowerTagging | None = None) -> Path:  # fmt: skip
+    """Gathers the full state (a collective under FSDP) and writes a checkpoint from rank 0; the tagging heads,
+    when kept, go beside the model's weights, not among them."""
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     gathered, optimizer_state = get_state_dict(model, optimizer, options=options)
-    model_state = typing.cast(dict[str, torch.Tensor], gathered)
+    model_state, heads_state = split_heads(typing.cast(dict[str, torch.Tensor], gathered))
     rng_states = distributed.gather_rng_states(runtime)
     run_dir = Path(config.out)
     path = checkpointing.checkpoint_path(run_dir, state.step)
@@ -70,6 +73,7 @@ def save(predictor: Predictor, model: torch.nn.Module, optimizer: torch.optim.Op
             state,
             config.to_dict(),
             adapters,
+            None if tagging is None else tagging.checkpoint(heads_state),
         )
         checkpointing.save_checkpoint(predictor, snapshot, run_dir)
         if state.best.get("step") == state.step:
@@ -117,11 +121,13 @@ def _resume_weights(snapshot: Snapshot, predictor: Predictor, path: Path) -> dic
 
     The aliases (the embeddings and the LM head, one tensor with `language_model.shared.weight`) load with
     it. Given by their own names, DDP would refuse them: torch maps state-dict names onto the wrapper's
-    (`module.`) only for each parameter's first name.
+    (`module.`) only for each parameter's first name. The tagging heads, kept beside the weights, must be there
+    exactly when the run keeps them.
     """
     current = {
         name: tensor for name, tensor in predictor.model.state_dict().items() if name not in TIED_ALIASES
     }
+    heads = read_heads(path)  # {} for a checkpoint without tagging heads
     # LoRA: the base weights are the init's, unchanged; the factors carry over.
     if snapshot.adapters is not None:
         wanted = {name for name in current if is_adapter(name)}
@@ -130,7 +136,7 @@ def _resume_weights(snapshot: Snapshot, predictor: Predictor, path: Path) -> dic
             raise CheckpointError(
                 f"{path}: its LoRA adapters do not match this run's (model.lora_targets/rank)"
             )
-        return current | snapshot.adapters
-    weights = untie(snapshot.model_state)
+        return current | snapshot.adapters | heads
+    weights = untie(snapshot.model_state) | heads
     check_state(weights, expected_tensors(predictor.model), str(path / "model.safetensors"))
     return {name: weights[name] for name in current}

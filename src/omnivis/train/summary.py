@@ -31,6 +31,8 @@ def write_summary(run_dir: Path, config: TrainConfig, state: TrainerState) -> Pa
         rates = [event["samples_per_s"] for event in train[1:]] or [last["samples_per_s"]]
         median_rate = sorted(rates)[len(rates) // 2]
         loss_line = f"Final loss {last['loss']:.4f} (first logged {train[0]['loss']:.4f}); median {median_rate:.1f} images/s."
+        if "tagging_loss" in last:
+            loss_line += f" Tagging loss {last['tagging_loss']:.4f} (first logged {train[0]['tagging_loss']:.4f})."
         lines += [loss_line, "", f"![learning curve]({CURVE})", ""]
     if evals:
         lines += _evaluation_table(evals[-1])
@@ -57,7 +59,8 @@ def _evaluation_table(event: dict[str, Any]) -> list[str]:
 
 
 def plot_curve(train: list[dict[str, Any]], evals: list[dict[str, Any]]) -> bytes:
-    """A PNG of the training loss (log scale) and learning rate, with the eval score when there is one."""
+    """A PNG of the training loss (log scale; the tagging loss beside it when kept) and learning rate, with the
+    eval score when there is one."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display; the figure only goes to a file
@@ -66,6 +69,9 @@ def plot_curve(train: list[dict[str, Any]], evals: list[dict[str, Any]]) -> byte
     figure, (loss_axis, rate_axis) = pyplot.subplots(1, 2, figsize=(10, 3.6))
     steps = [event["step"] for event in train]
     loss_axis.plot(steps, [event["loss"] for event in train], label="train loss")
+    if all("tagging_loss" in event for event in train):  # a run keeping the tower's tagging losses
+        loss_axis.plot(steps, [event["tagging_loss"] for event in train], color="tab:purple", label="tagging loss")
+        loss_axis.legend(loc="upper right")
     loss_axis.set_yscale("log")
     loss_axis.set_xlabel("step")
     loss_axis.set_ylabel("loss")
