@@ -127,9 +127,9 @@ def demo_cpu() -> TrainConfig:
     (`on_shared_encoder`: tower, projector, text encoder and token table taken, all but the token table
     frozen, 256 px) and only the decoder's layers learn from scratch; without it, everything does, at 128 px
     with ordered location tokens (`model.ordinal_locations`), as below.
-    Expected time: ~0.86-1.3 s a step on the shared encoder, so the demo's time limit (~11 minutes of
-    training) ends the run at 500-770 steps; the whole `omnivis demo --train` took 11 min 36-54 s
-    (2026-12-05 and -06).
+    Expected time: ~0.7-1.3 s a step on the shared encoder, so the demo's time limit (~11 minutes of
+    training) ends the run at 500-850 steps (850 is all of them); the whole `omnivis demo --train` took
+    10 min 34 s to 11 min 54 s (2026-12-05 and -06).
     Its decoder, like every model trained from scratch, decodes without the official 3-gram ban.
     The learning rate is the one that learns to see in time (measured on 600 steps, 2026-12-03): at 1e-3
     with 50 warm-up steps the text side settles on answers that ignore the image (`image_reliance` 0.0000 at
@@ -139,9 +139,11 @@ def demo_cpu() -> TrainConfig:
     Expected result (held-out seed 7, 48 scenes: every one of its ~640 questions, whose baseline is each
     question's majority training answer, 0.375; 32 brief captions, baseline CIDEr 0.45; 32 detections,
     baseline AP50 0), VQA / CIDEr / AP50 in runs the ~11-minute limit ended, on 2 cores, 2026-12-05 and -06:
-      - the shared encoder of stage 5n's checkpoint (committed on 2026-12-06), as `omnivis demo --train`,
-        decoding without the 3-gram ban: 0.735 / 4.56 / 0.691 (11 min 36 s, 767 steps of ~0.86 s; proposals
-        0.56, region to category 0.88, referring expressions 0.50, 12 of 16 tasks beaten).
+      - the shared encoder of stage 6's checkpoint (committed on 2026-12-06), as `omnivis demo --train`,
+        decoding without the 3-gram ban: 0.766 / 4.59 / 0.644 (10 min 34 s, all 850 steps, ~0.71 s each;
+        proposals 0.45, region to category 1.00, referring expressions 0.50, 12 of 16 tasks beaten).
+      - the shared encoder of stage 5n's checkpoint, the same way: 0.735 / 4.56 / 0.691 (11 min 36 s, 767
+        steps of ~0.86 s; proposals 0.56, region to category 0.88, referring expressions 0.50, 12 of 16).
       - the shared encoder of stage 5m's checkpoint, the same way: 0.642 / 4.57 / 0.498 (11 min 54 s, 544
         steps of ~1.2 s; proposals 0.27, region to category 0.75, referring expressions 0.25, 11 of 16).
       - the shared encoder of stage 5j's checkpoint, the same way: 0.667 / 4.22 / 0.660 (11 min 42 s, 617
