@@ -89,6 +89,11 @@ def test_bad_tagging_settings_and_checkpoints_without_heads_are_named(world_trai
     with pytest.raises(ConfigError, match=no_heads):
         train(_config(world_train, tmp_path / "run", "steps=1", f"tagging.heads={plain.last_checkpoint}"),
               progress=False)  # fmt: skip
-    # Resuming a run made without the heads, now asking for them: the missing tensors are named.
-    with pytest.raises(CheckpointError, match=r"missing 6 tensor\(s\): tagging_heads"):
+    # Resuming a run made without the heads, now asking for them, and the other way round: named.
+    with pytest.raises(CheckpointError, match=r"step-00000001 holds no tagging heads .* this run keeps them"):
         train(_config(world_train, tmp_path / "plain", "steps=2"), resume=True, progress=False)
+    tagged = train(_config(world_train, tmp_path / "tagged", "steps=1"), progress=False)
+    assert tagged.last_checkpoint is not None
+    with pytest.raises(CheckpointError, match=r"made keeping the tagging losses .* this run keeps none"):
+        train(_config(world_train, tmp_path / "tagged", "steps=2", "tagging.weight=0"), resume=True,
+              progress=False)  # fmt: skip

@@ -24,7 +24,7 @@ from omnivis.train.config import TrainConfig
 from omnivis.train.distributed import Runtime
 from omnivis.train.lora import adapter_state, is_adapter, merged_state
 from omnivis.train.monitor import RunLog
-from omnivis.train.tower_tagging import TowerTagging, read_heads, split_heads
+from omnivis.train.tower_tagging import HEADS_MODULE, TowerTagging, read_heads, split_heads
 
 
 def resume_point(run_dir: Path, resume: bool | str) -> Path | None:
@@ -128,6 +128,8 @@ def _resume_weights(snapshot: Snapshot, predictor: Predictor, path: Path) -> dic
         name: tensor for name, tensor in predictor.model.state_dict().items() if name not in TIED_ALIASES
     }
     heads = read_heads(path)  # {} for a checkpoint without tagging heads
+    heads_in_run = HEADS_MODULE in dict(predictor.model.named_children())
+    _check_heads_kept(path, heads_in_checkpoint=bool(heads), heads_in_run=heads_in_run)
     # LoRA: the base weights are the init's, unchanged; the factors carry over.
     if snapshot.adapters is not None:
         wanted = {name for name in current if is_adapter(name)}
@@ -140,3 +142,18 @@ def _resume_weights(snapshot: Snapshot, predictor: Predictor, path: Path) -> dic
     weights = untie(snapshot.model_state) | heads
     check_state(weights, expected_tensors(predictor.model), str(path / "model.safetensors"))
     return {name: weights[name] for name in current}
+
+
+def _check_heads_kept(path: Path, heads_in_checkpoint: bool, heads_in_run: bool) -> None:
+    """A run resumes with the tagging heads exactly when its checkpoint was made with them."""
+    if heads_in_checkpoint and not heads_in_run:
+        raise CheckpointError(
+            f"{path} was made keeping the tagging losses (it holds heads.safetensors) and this run keeps none "
+            "(tagging.weight=0): resume it with the tagging settings it was made with, or start a new run "
+            "from it with --init"
+        )
+    if heads_in_run and not heads_in_checkpoint:
+        raise CheckpointError(
+            f"{path} holds no tagging heads (heads.safetensors) and this run keeps them (tagging.weight > 0): "
+            "resume it with tagging.weight=0, or start a new run from it with --init"
+        )
