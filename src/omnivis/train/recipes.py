@@ -139,9 +139,11 @@ def demo_cpu() -> TrainConfig:
     Expected result (held-out seed 7, 48 scenes: every one of its ~640 questions, whose baseline is each
     question's majority training answer, 0.375; 32 brief captions, baseline CIDEr 0.45; 32 detections,
     baseline AP50 0), VQA / CIDEr / AP50 in runs the ~11-minute limit ended, on 2 cores, 2026-12-05 and -06:
-      - the shared encoder of stage 6's checkpoint (committed on 2026-12-06), as `omnivis demo --train`,
-        decoding without the 3-gram ban: 0.766 / 4.59 / 0.644 (10 min 34 s, all 850 steps, ~0.71 s each;
-        proposals 0.45, region to category 1.00, referring expressions 0.50, 12 of 16 tasks beaten).
+      - the shared encoder of stage 6d's checkpoint (committed on 2026-12-06), as `omnivis demo --train`,
+        decoding without the 3-gram ban: 0.777 / 4.90 / 0.631 (11 min 11 s, all 850 steps, ~0.75 s each;
+        proposals 0.54, region to category 1.00, referring expressions 0.50, 13 of 16 tasks beaten).
+      - the shared encoder of stage 6's checkpoint, the same way: 0.766 / 4.59 / 0.644 (10 min 34 s, all 850
+        steps, ~0.71 s each; proposals 0.45, region to category 1.00, referring expressions 0.50, 12 of 16).
       - the shared encoder of stage 5n's checkpoint, the same way: 0.735 / 4.56 / 0.691 (11 min 36 s, 767
         steps of ~0.86 s; proposals 0.56, region to category 0.88, referring expressions 0.50, 12 of 16).
       - the shared encoder of stage 5m's checkpoint, the same way: 0.642 / 4.57 / 0.498 (11 min 54 s, 544
