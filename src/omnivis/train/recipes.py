@@ -139,28 +139,16 @@ def demo_cpu() -> TrainConfig:
     Expected result (held-out seed 7, 48 scenes: every one of its ~640 questions, whose baseline is each
     question's majority training answer, 0.375; 32 brief captions, baseline CIDEr 0.45; 32 detections,
     baseline AP50 0), VQA / CIDEr / AP50 in runs the ~11-minute limit ended, on 2 cores, 2026-12-05 and -06:
-      - the shared encoder of stage 6d's checkpoint (committed on 2026-12-06), as `omnivis demo --train`,
-        decoding without the 3-gram ban: 0.777 / 4.90 / 0.631 (11 min 11 s, all 850 steps, ~0.75 s each;
-        proposals 0.54, region to category 1.00, referring expressions 0.50, 13 of 16 tasks beaten).
+      - the shared encoder of stage 6f's checkpoint (committed on 2026-12-06), as `omnivis demo --train`,
+        decoding without the 3-gram ban: 0.810 / 5.36 / 0.718 (10 min 34 s, all 850 steps, ~0.70 s each;
+        proposals 0.58, region to category 1.00, referring expressions 0.25, 13 of 16 tasks beaten).
+      - the shared encoder of stage 6d's checkpoint, the same way: 0.777 / 4.90 / 0.631 (11 min 11 s, all 850
+        steps, ~0.75 s each; proposals 0.54, region to category 1.00, referring expressions 0.50, 13 of 16).
       - the shared encoder of stage 6's checkpoint, the same way: 0.766 / 4.59 / 0.644 (10 min 34 s, all 850
         steps, ~0.71 s each; proposals 0.45, region to category 1.00, referring expressions 0.50, 12 of 16).
-      - the shared encoder of stage 5n's checkpoint, the same way: 0.735 / 4.56 / 0.691 (11 min 36 s, 767
-        steps of ~0.86 s; proposals 0.56, region to category 0.88, referring expressions 0.50, 12 of 16).
-      - the shared encoder of stage 5m's checkpoint, the same way: 0.642 / 4.57 / 0.498 (11 min 54 s, 544
-        steps of ~1.2 s; proposals 0.27, region to category 0.75, referring expressions 0.25, 11 of 16).
-      - the shared encoder of stage 5j's checkpoint, the same way: 0.667 / 4.22 / 0.660 (11 min 42 s, 617
-        steps of ~1.08 s; proposals 0.45, region to category 1.00, referring expressions 0.25, 12 of 16).
-      - the shared encoder of stage 5i's checkpoint, the same way: 0.564 / 4.12 / 0.595 (11 min 44 s, 588
-        steps of ~1.1 s; proposals 0.39, region to category 0.88, referring expressions 0.25, 13 of 16).
-      - the shared encoder of stage 5g's checkpoint, the same way: 0.509 / 4.15 / 0.467 (about 11 min 45 s,
-        606 steps of ~1.1 s; proposals 0.47, region to category 0.63, referring expressions 0.50, 12 of 16).
-      - the shared encoder of stage 5f's checkpoint, as `omnivis demo --train`, with the ban: 0.391 / 3.60 / 0.373 (11 min 46 s, 550 steps of ~1.19 s; region
-        to category 0.63, proposals 0.33, 10 of 16 tasks beaten) and 0.440 / 3.56 / 0.304 (11 min 54 s, 502
-        steps of ~1.3 s on a busier machine; 11 of 16): boxes and names better, VQA spread wide.
-      - the shared encoder of stage 5c's checkpoint: 0.432 / 3.01 / 0.198 (621 steps of ~1.06 s; region
-        proposals AP50 0.21, region to category 0.50, 12 of 16 tasks beaten) and, as `omnivis demo --train`,
-        0.424 / 2.82 / 0.239 (630 steps; proposals 0.28, region to category 0.38, 11 of 16).
-      - that with the token table learnt from scratch (`vision_init_token_table` off): 0.382 / 3.11 / 0.137
+      - the shared encoders of stages 5c-5n, one stage at a time: VQA 0.39-0.74, CIDEr 2.8-4.6, AP50
+        0.20-0.69 (500-770 steps of ~0.9-1.3 s; 10-13 of 16 tasks beaten), mostly higher with each later one.
+      - 5c's with the token table learnt from scratch (`vision_init_token_table` off): 0.382 / 3.11 / 0.137
         (632 steps; 11 of 16): prompts in unknown embeddings, so the frozen encoder reads no question.
       - tower, projector and text encoder taken, all trainable but the tower: 0.349 / 2.72 / 0.0006 (545
         steps of ~1.23 s); with the text encoder frozen, and through the tie the random token table and LM
