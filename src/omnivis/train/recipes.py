@@ -129,7 +129,7 @@ def demo_cpu() -> TrainConfig:
     with ordered location tokens (`model.ordinal_locations`), as below.
     Expected time: ~0.7-1.3 s a step on the shared encoder, so the demo's time limit (~11 minutes of
     training) ends the run at 500-850 steps (850 is all of them); the whole `omnivis demo --train` took
-    10 min 34 s to 11 min 54 s (2026-12-05 and -06).
+    10 min 23 s to 11 min 54 s (2026-12-05 and -06).
     Its decoder, like every model trained from scratch, decodes without the official 3-gram ban.
     The learning rate is the one that learns to see in time (measured on 600 steps, 2026-12-03): at 1e-3
     with 50 warm-up steps the text side settles on answers that ignore the image (`image_reliance` 0.0000 at
@@ -139,15 +139,15 @@ def demo_cpu() -> TrainConfig:
     Expected result (held-out seed 7, 48 scenes: every one of its ~640 questions, whose baseline is each
     question's majority training answer, 0.375; 32 brief captions, baseline CIDEr 0.45; 32 detections,
     baseline AP50 0), VQA / CIDEr / AP50 in runs the ~11-minute limit ended, on 2 cores, 2026-12-05 and -06:
-      - the shared encoder of stage 6f's checkpoint (committed on 2026-12-06), as `omnivis demo --train`,
-        decoding without the 3-gram ban: 0.810 / 5.36 / 0.718 (10 min 34 s, all 850 steps, ~0.70 s each;
-        proposals 0.58, region to category 1.00, referring expressions 0.25, 13 of 16 tasks beaten).
+      - the shared encoder of stage 6i's checkpoint (committed on 2026-12-06), as `omnivis demo --train`,
+        decoding without the 3-gram ban: 0.827 / 5.76 / 0.681 (10 min 23 s, all 850 steps, ~0.70 s each;
+        proposals 0.61, region to category 1.00, referring expressions 0.25, 14 of 16 tasks beaten).
+      - the shared encoder of stage 6f's checkpoint, the same way: 0.810 / 5.36 / 0.718 (10 min 34 s, all 850
+        steps, ~0.70 s each; proposals 0.58, region to category 1.00, referring expressions 0.25, 13 of 16).
       - the shared encoder of stage 6d's checkpoint, the same way: 0.777 / 4.90 / 0.631 (11 min 11 s, all 850
         steps, ~0.75 s each; proposals 0.54, region to category 1.00, referring expressions 0.50, 13 of 16).
-      - the shared encoder of stage 6's checkpoint, the same way: 0.766 / 4.59 / 0.644 (10 min 34 s, all 850
-        steps, ~0.71 s each; proposals 0.45, region to category 1.00, referring expressions 0.50, 12 of 16).
-      - the shared encoders of stages 5c-5n, one stage at a time: VQA 0.39-0.74, CIDEr 2.8-4.6, AP50
-        0.20-0.69 (500-770 steps of ~0.9-1.3 s; 10-13 of 16 tasks beaten), mostly higher with each later one.
+      - the shared encoders of stages 5c-6, one stage at a time: VQA 0.39-0.77, CIDEr 2.8-4.6, AP50
+        0.20-0.69 (500-850 steps of ~0.7-1.3 s; 10-13 of 16 tasks beaten), mostly higher with each later one.
       - 5c's with the token table learnt from scratch (`vision_init_token_table` off): 0.382 / 3.11 / 0.137
         (632 steps; 11 of 16): prompts in unknown embeddings, so the frozen encoder reads no question.
       - tower, projector and text encoder taken, all trainable but the tower: 0.349 / 2.72 / 0.0006 (545
